@@ -1,0 +1,64 @@
+# BTC Watcher: `make run` runs the whole system, `make test` runs every check.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FLASK := $(VENV)/bin/flask --app app
+PYTHON ?= python3
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
+
+.PHONY: setup run test lint test-sqlite test-postgres system-packages test-packages migration \
+	bench clean
+
+setup: $(VENV)/.installed system-packages
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+# Debian packages the system needs at run time (installed only when missing).
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		(apt-get update -qq && $(APT_GET) install $$missing >/dev/null) || \
+		{ echo "apt-get failed; install$$missing by hand"; exit 1; }; \
+	fi
+
+# ...and the ones the tests need: PostgreSQL, Chromium for page tests, nginx for the gateway bench.
+test-packages: system-packages
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		(apt-get update -qq && $(APT_GET) install $$missing >/dev/null) || \
+		{ echo "apt-get failed; install$$missing by hand"; exit 1; }; \
+	fi
+
+run: setup
+	$(FLASK) db upgrade
+	$(FLASK) up
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test-sqlite: setup test-packages
+	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-postgres: setup test-packages
+	BTCW_TEST_DB=postgres $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test: setup test-packages lint
+	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	BTCW_TEST_DB=postgres $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Until the first release the schema is a single migration regenerated from the models.
+migration: $(VENV)/.installed
+	./scripts/regenerate-migration.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

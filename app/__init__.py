@@ -1,0 +1,160 @@
+"""BTC Watcher: the application factory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config.loader import PROJECT_ROOT, load_settings
+
+log = logging.getLogger(__name__)
+
+# Every domain package; each lists its blueprints in BLUEPRINTS = [(bp, url_prefix), ...].
+DOMAINS = (
+    "auth", "system", "strategies", "runtime", "signals", "notifications", "monitoring",
+    "proxies", "backups", "simulator",
+)
+
+
+def var_dir() -> Path:
+    """Where run-time state lives (database, secret key, bot configs, logs): $BTCW_VAR_DIR."""
+    path = Path(os.environ.get("BTCW_VAR_DIR") or PROJECT_ROOT / "var")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _secret_key(folder: Path) -> str:
+    """SECRET_KEY from the environment, else one generated on first run and kept in var/."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = folder / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def _base_config(overrides: dict | None) -> dict:
+    overrides = dict(overrides or {})
+    folder = Path(overrides.pop("VAR_DIR", None) or var_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(overrides.pop("CONFIG_DIR", None))
+    cfg = {
+        "VAR_DIR": str(folder),
+        "SECRET_KEY": overrides.get("SECRET_KEY") or _secret_key(folder),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL")
+        or f"sqlite:///{folder / 'btcw.db'}",
+        "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        "REDIS_MAX_CONNECTIONS": settings.system.performance.redis_max_connections,
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PERMANENT_SESSION_LIFETIME": settings.system.security.session_expire_hours * 3600,
+        "WTF_CSRF_CHECK_DEFAULT": False,  # checked in the auth guard, after auth is known
+        "WTF_CSRF_TIME_LIMIT": None,
+        "BTCW_SETTINGS": settings,
+    }
+    cfg.update(overrides)
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("postgres://"):
+        cfg["SQLALCHEMY_DATABASE_URI"] = uri = "postgresql://" + uri[len("postgres://"):]
+    if uri.startswith("postgresql"):
+        perf = settings.system.performance
+        cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {
+            "pool_size": perf.db_pool_min_size,
+            "max_overflow": max(perf.db_pool_max_size - perf.db_pool_min_size, 0),
+            "pool_pre_ping": True,
+        })
+    return cfg
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite: WAL, a busy timeout, and foreign keys, on every connection."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+
+def import_models() -> None:
+    """Import every domain's models so metadata (and migrations) see the whole schema."""
+    from app.auth import models as _auth  # noqa: F401
+    from app.backups import models as _backups  # noqa: F401
+    from app.monitoring import models as _monitoring  # noqa: F401
+    from app.notifications import models as _notifications  # noqa: F401
+    from app.proxies import models as _proxies  # noqa: F401
+    from app.signals import models as _signals  # noqa: F401
+    from app.strategies import models as _strategies  # noqa: F401
+    from app.system import models as _system  # noqa: F401
+
+
+def _init_common(app: Flask) -> None:
+    from app.extensions import db, migrate, redis_store
+    from app.system.settings import SettingsHolder
+
+    app.extensions["btcw_settings"] = SettingsHolder(app.config["BTCW_SETTINGS"])
+    import_models()
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    redis_store.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        Path(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """The web app: pages, JSON API, webhook receiver, live WebSocket."""
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_mapping(_base_config(test_config))
+    _init_common(app)
+
+    from app.extensions import csrf, htmx, sock
+
+    csrf.init_app(app)
+    htmx.init_app(app)
+    sock.init_app(app)
+
+    from app import errors
+    from app.auth import guard
+
+    errors.register(app)
+    guard.register(app)
+
+    for domain in DOMAINS:
+        module = importlib.import_module(f"app.{domain}")
+        for blueprint, prefix in getattr(module, "BLUEPRINTS", ()):
+            app.register_blueprint(blueprint, url_prefix=prefix)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def create_gateway_app(test_config: dict | None = None) -> Flask:
+    """The gateway: one port in front of every bot (see app/gateway)."""
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"))
+    app.config.from_mapping(_base_config(test_config))
+    _init_common(app)
+    from app.gateway import register_gateway
+
+    register_gateway(app)
+    return app

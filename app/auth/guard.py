@@ -1,0 +1,102 @@
+"""Every request needs a session or an API token, except views marked @public."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Flask, abort, g, redirect, request, session, url_for
+from flask_wtf.csrf import CSRFError
+
+from app.auth import service
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def public(view):
+    """Mark a view as reachable without login (health, webhook, login page)."""
+    view.btcw_public = True
+    return view
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer …` header, if any."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def basic_credentials() -> tuple[str, str] | None:
+    """(username, password) of an `Authorization: Basic …` header, if any."""
+    header = request.headers.get("Authorization", "")
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return user, password
+
+
+def identify() -> tuple[object | None, str | None]:
+    """Who is calling: (user, how) with how in session|token, or (None, None)."""
+    token = bearer_token()
+    if token:
+        user = service.user_for_token(token)
+        return (user, "token") if user else (None, None)
+    user = service.user_by_id(session.get("user_id"))
+    if user is not None:
+        return user, "session"
+    return None, None
+
+
+def wants_json() -> bool:
+    """API paths and clients that ask for JSON get JSON errors."""
+    if request.path.startswith("/api/") or request.path == "/health":
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not request.headers.get("HX-Request")
+
+
+def _guard():
+    g.current_user, g.auth_method = None, None
+    view = request.endpoint and request.url_rule and _view(request.endpoint)
+    if request.endpoint == "static" or (view and getattr(view, "btcw_public", False)):
+        return None
+    user, how = identify()
+    if user is None:
+        if request.headers.get("Authorization") or wants_json():
+            abort(401, description="Login required: send a session cookie or a Bearer token.")
+        if request.headers.get("HX-Request"):
+            from htmx_flask import make_response
+
+            return make_response("", 401, redirect=url_for("auth.login", next=request.full_path))
+        return redirect(url_for("auth.login", next=request.full_path))
+    g.current_user, g.auth_method = user, how
+    if how == "session" and request.method not in SAFE_METHODS:
+        from app.extensions import csrf
+
+        csrf.protect()
+    return None
+
+
+def _view(endpoint: str):
+    from flask import current_app
+
+    return current_app.view_functions.get(endpoint)
+
+
+def register(app: Flask) -> None:
+    """Install the guard and expose `current_user` to templates."""
+    app.before_request(_guard)
+
+    @app.context_processor
+    def _inject_user():
+        return {"current_user": g.get("current_user")}
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc):
+        from app.errors import error_response
+
+        return error_response(400, f"CSRF check failed: {exc.description}")

@@ -1,0 +1,55 @@
+"""Login and logout pages."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, session, url_for
+
+from app.auth import bp, service
+from app.auth.guard import public
+
+
+def _safe_next(target: str | None) -> str:
+    """Only redirect to a path on this site."""
+    if not target:
+        return url_for("strategies.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("strategies.index")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    if request.method == "GET":
+        if session.get("user_id") and service.user_by_id(session.get("user_id")):
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("auth/login.html", next=request.args.get("next", ""))
+    from app.extensions import csrf
+
+    csrf.protect()
+    username = request.form.get("username", "")
+    result = service.authenticate(username, request.form.get("password", ""))
+    if result.user is None:
+        locked = None
+        if result.locked_until:
+            locked = result.locked_until.strftime("%Y-%m-%d %H:%M UTC")
+        status = 423 if locked else 401
+        return render_template(
+            "auth/login.html", error=result.error, locked_until=locked,
+            username=username[:64], next=request.form.get("next", ""),
+        ), status
+    session.clear()
+    session.permanent = True
+    session["user_id"] = result.user.id
+    flash(f"Welcome, {result.user.username}.", "success")
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    session.clear()
+    flash("You have been signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,167 @@
+"""Passwords, logins with lockout, and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.auth.models import ApiToken, User
+from app.clock import utcnow
+from app.extensions import db
+from app.system.settings import current_settings
+
+USERNAME_MAX = 64
+PASSWORD_MAX = 256
+
+
+class AuthError(ValueError):
+    """A user-facing problem with a username, password or token."""
+
+
+@dataclass
+class LoginResult:
+    user: User | None
+    error: str | None = None
+    locked_until: datetime | None = None
+
+
+def check_password_policy(password: str) -> None:
+    """Raise AuthError unless the password meets the configured policy."""
+    sec = current_settings().system.security
+    if len(password) < sec.min_password_length:
+        raise AuthError(f"Password must be at least {sec.min_password_length} characters.")
+    if len(password) > PASSWORD_MAX:
+        raise AuthError(f"Password must be at most {PASSWORD_MAX} characters.")
+    if sec.require_special_chars and all(c.isalnum() for c in password):
+        raise AuthError("Password must contain at least one special character (e.g. !@#$%).")
+
+
+def validate_username(username: str) -> str:
+    """Normalise and check a username; raise AuthError naming the problem."""
+    name = (username or "").strip()
+    if not name:
+        raise AuthError("Username is required.")
+    if len(name) > USERNAME_MAX:
+        raise AuthError(f"Username must be at most {USERNAME_MAX} characters.")
+    if any(c.isspace() or not c.isprintable() for c in name):
+        raise AuthError("Username must not contain spaces or control characters.")
+    return name
+
+
+def create_user(username: str, password: str, is_admin: bool = True) -> User:
+    """Create a user after checking the name and the password policy."""
+    name = validate_username(username)
+    check_password_policy(password)
+    if db.session.scalar(select(User).where(User.username == name)):
+        raise AuthError(f"User {name!r} already exists.")
+    user = User(username=name, password_hash=generate_password_hash(password), is_admin=is_admin)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    """Change a user's password (policy checked) and clear any lockout."""
+    check_password_policy(password)
+    user.password_hash = generate_password_hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    db.session.commit()
+
+
+def authenticate(username: str, password: str, now: datetime | None = None) -> LoginResult:
+    """Check a login; count failures and lock the account after too many."""
+    now = now or utcnow()
+    sec = current_settings().system.security
+    name = (username or "").strip()[:USERNAME_MAX]
+    user = db.session.scalar(select(User).where(User.username == name)) if name else None
+    if user is None:
+        # Same work as a real check, so timing does not reveal which names exist.
+        check_password_hash(_DUMMY_HASH, password or "")
+        return LoginResult(None, "Invalid username or password.")
+    if user.locked_until and user.locked_until > now:
+        return LoginResult(None, "Account locked.", user.locked_until)
+    if not check_password_hash(user.password_hash, (password or "")[:PASSWORD_MAX]):
+        user.failed_logins = (user.failed_logins or 0) + 1
+        locked = None
+        if user.failed_logins >= sec.max_login_attempts:
+            locked = now + timedelta(minutes=sec.lockout_duration_minutes)
+            user.locked_until = locked
+            user.failed_logins = 0
+        db.session.commit()
+        if locked:
+            return LoginResult(None, "Account locked.", locked)
+        left = sec.max_login_attempts - user.failed_logins
+        return LoginResult(None, f"Invalid username or password ({left} attempts left).")
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_login_at = now
+    db.session.commit()
+    return LoginResult(user)
+
+
+_DUMMY_HASH = generate_password_hash("not-a-real-password!")
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(user: User, name: str) -> tuple[ApiToken, str]:
+    """Create an API token; the plain token is returned once and only its hash is stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise AuthError("Token name must be 1..64 characters.")
+    plain = "btcw_" + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, user_id=user.id, token_hash=_hash_token(plain), prefix=plain[:10])
+    db.session.add(token)
+    db.session.commit()
+    return token, plain
+
+
+def user_for_token(plain: str, now: datetime | None = None) -> User | None:
+    """The user an API token belongs to, or None if unknown or revoked."""
+    if not plain or len(plain) > 200:
+        return None
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(plain)))
+    if token is None or token.revoked_at is not None:
+        return None
+    now = now or utcnow()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        token.last_used_at = now
+        db.session.commit()
+    return token.user
+
+
+def revoke_token(token_id: int) -> None:
+    """Revoke a token so it no longer authenticates."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise AuthError(f"No token with id {token_id}.")
+    token.revoked_at = utcnow()
+    db.session.commit()
+
+
+def user_by_id(user_id: int | None) -> User | None:
+    """The user with that id, or None."""
+    return db.session.get(User, user_id) if user_id else None
+
+
+def user_by_name(username: str) -> User | None:
+    """The user with that name, or None."""
+    return db.session.scalar(select(User).where(User.username == username))
+
+
+def first_admin() -> User | None:
+    """The oldest admin user, or None on a fresh install."""
+    return db.session.scalar(select(User).where(User.is_admin.is_(True)).order_by(User.id))
+
+
+def generate_password() -> str:
+    """A random password that meets the policy."""
+    return secrets.token_urlsafe(12) + "!"

@@ -1,0 +1,82 @@
+"""The RQ worker and the cron scheduler, both started through flask commands (app context)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from flask import Flask
+from rq import Worker
+from rq.cron import CronScheduler
+
+from app.extensions import db, redis_store
+from app.system.settings import current_settings, refresh_if_changed
+from app.tasks import PERIODIC_JOBS, interval_of
+
+log = logging.getLogger(__name__)
+
+
+class AppWorker(Worker):
+    """RQ worker whose work horse (a fork) gets fresh database connections."""
+
+    def perform_job(self, job, queue):  # runs in the forked work horse
+        db.engine.dispose(close=False)
+        return super().perform_job(job, queue)
+
+
+def run_worker(queue_names: list[str], burst: bool = False) -> None:
+    """Run a worker on these queues (all when empty) until stopped."""
+    queues = [redis_store.queue(n) for n in queue_names] if queue_names else redis_store.queues()
+    worker = AppWorker(queues, connection=redis_store.client)
+    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+
+
+def _resolve(path: str):
+    module, _, name = path.rpartition(".")
+    mod = __import__(module, fromlist=[name])
+    return getattr(mod, name)
+
+
+def build_scheduler() -> tuple[CronScheduler, tuple]:
+    """A CronScheduler with every row of PERIODIC_JOBS at the configured intervals."""
+    settings = current_settings()
+    scheduler = CronScheduler(connection=redis_store.client, name="btcw-cron")
+    signature = []
+    for path, queue, interval, timeout in PERIODIC_JOBS:
+        seconds = interval_of(interval, settings)
+        scheduler.register(_resolve(path), queue_name=queue, interval=seconds,
+                           job_timeout=timeout, name=path)
+        signature.append((path, seconds))
+    return scheduler, tuple(signature)
+
+
+def run_cron(app: Flask, max_seconds: float | None = None) -> None:
+    """Enqueue periodic jobs when due; rebuild the table when a config reload changes intervals."""
+    stop = {"now": False}
+
+    def _stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    scheduler, signature = build_scheduler()
+    scheduler.register_birth()
+    started = time.monotonic()
+    try:
+        while not stop["now"]:
+            refresh_if_changed()
+            fresh, new_signature = build_scheduler()
+            if new_signature != signature:
+                log.info("periodic job intervals changed, rebuilding the schedule")
+                scheduler.register_death()
+                scheduler, signature = fresh, new_signature
+                scheduler.register_birth()
+            if scheduler.enqueue_jobs():
+                scheduler.save()
+            scheduler.heartbeat()
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                break
+            time.sleep(min(max(scheduler.calculate_sleep_interval(), 0.2), 1.0))
+    finally:
+        scheduler.register_death()

@@ -1,0 +1,456 @@
+"""Load config/system.yml, notifications.yml and proxy.yml into typed, validated settings.
+
+Every key has a typed default (the dataclasses below); a file only overrides what it names.
+A bad file raises ConfigError naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILES = ("system", "notifications", "proxy")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or holds a bad value."""
+
+    def __init__(self, file: str, key: str, problem: str):
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+# ----------------------------------------------------------------------------- system.yml
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    system_status_interval: int = 30
+    strategy_status_interval: int = 30
+    gateway_health_interval: int = 60
+    capacity_interval: int = 300
+    proxy_health_interval: int = 3600
+    system_status_cache_ttl: int = 30
+    strategy_status_cache_ttl: int = 30
+    chart_data_cache_ttl: int = 600
+    capacity_history_days: int = 7
+    stall_minutes: int = 5
+    restart_stalled: bool = False
+    gateway_alert_below: int = 80
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    db_pool_min_size: int = 5
+    db_pool_max_size: int = 20
+    db_command_timeout: int = 60
+    redis_max_connections: int = 20
+    redis_retry_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    session_expire_hours: int = 24
+    max_login_attempts: int = 5
+    lockout_duration_minutes: int = 30
+    min_password_length: int = 8
+    require_special_chars: bool = True
+    cors_origins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    auto_backup_enabled: bool = True
+    backup_interval_hours: int = 24
+    backup_retention_days: int = 90
+    backup_directory: str = "var/backups"
+
+
+@dataclass(frozen=True)
+class FreqtradeSettings:
+    version: str = "2026.9"
+    config_directory: str = "var/bots"
+    strategies_directory: str = "user_data/strategies"
+    logs_directory: str = "var/logs"
+    data_directory: str = "var/freqtrade_data"
+    startup_timeout: int = 60
+    shutdown_timeout: int = 30
+    health_check_interval: int = 30
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    max_strategies: int = 999
+    port_range_start: int = 8081
+    port_range_end: int = 9080
+    alert_threshold: int = 80
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    host: str = "127.0.0.1"
+    supervisor_check_interval: float = 1.0
+    max_crashes: int = 5
+    crash_window_minutes: int = 10
+    backoff_max_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "0.0.0.0"  # noqa: S104 - the gateway is meant to be reachable
+    port: int = 8080
+    timeout: float = 10.0
+    connect_timeout: float = 2.0
+    route_cache_seconds: float = 5.0
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "0.0.0.0"  # noqa: S104
+    port: int = 8000
+    workers: int = 2
+    public_url: str = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9999
+    seed: int = 42
+    pairs: list[str] = field(
+        default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT"]
+    )
+
+
+@dataclass(frozen=True)
+class SystemSettings:
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
+    freqtrade: FreqtradeSettings = field(default_factory=FreqtradeSettings)
+    capacity: CapacitySettings = field(default_factory=CapacitySettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+
+
+# ---------------------------------------------------------------------- notifications.yml
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    same_pair_interval: int = 300
+    global_max_per_minute: int = 5
+    batch_interval: int = 300
+
+
+@dataclass(frozen=True)
+class PrioritySettings:
+    name: str = ""
+    delay_seconds: int = 0
+    channels: list[str] = field(default_factory=list)
+
+
+def _default_priorities() -> dict[str, PrioritySettings]:
+    return {
+        "P0": PrioritySettings("Immediate", 0, ["sms", "feishu", "wechat"]),
+        "P1": PrioritySettings("Within a minute", 60, ["feishu", "wechat", "email"]),
+        "P2": PrioritySettings("Digest", 300, ["email"]),
+    }
+
+
+@dataclass(frozen=True)
+class TimeSlotSettings:
+    start_time: str = "09:00"
+    end_time: str = "18:00"
+    enabled_priorities: list[str] = field(default_factory=list)
+    enabled_channels: list[str] = field(default_factory=list)
+
+
+def _default_time_slots() -> dict[str, TimeSlotSettings]:
+    return {
+        "work_hours": TimeSlotSettings(
+            "09:00", "18:00", ["P0", "P1", "P2"], ["sms", "feishu", "wechat", "email"]
+        ),
+        "rest_hours": TimeSlotSettings("18:00", "09:00", ["P0"], ["sms"]),
+    }
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    signal_template: str = "simple"
+    custom_template: str = ""
+    include_indicators: bool = True
+    include_chart_link: bool = True
+    include_chart_screenshot: bool = False
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    timezone: str = "Asia/Shanghai"
+    rate_limiting: RateLimitSettings = field(default_factory=RateLimitSettings)
+    priorities: dict[str, PrioritySettings] = field(default_factory=_default_priorities)
+    time_slots: dict[str, TimeSlotSettings] = field(default_factory=_default_time_slots)
+    templates: TemplateSettings = field(default_factory=TemplateSettings)
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ proxy.yml
+
+
+@dataclass(frozen=True)
+class ProxyHealthSettings:
+    success_rate_threshold: int = 90
+    max_latency_ms: int = 500
+    max_consecutive_failures: int = 3
+    test_url: str = "https://api.binance.com/api/v3/ping"
+
+
+@dataclass(frozen=True)
+class ProxyFailoverSettings:
+    enable_direct_connection: bool = True
+    auto_recovery_check_interval: int = 600
+    recovery_success_count: int = 3
+
+
+@dataclass(frozen=True)
+class ProxyMonitoringSettings:
+    metrics_retention_hours: int = 24
+    alert_on_degradation: bool = True
+    latency_spike_threshold: int = 200
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    health_check: ProxyHealthSettings = field(default_factory=ProxyHealthSettings)
+    failover: ProxyFailoverSettings = field(default_factory=ProxyFailoverSettings)
+    monitoring: ProxyMonitoringSettings = field(default_factory=ProxyMonitoringSettings)
+
+
+# ----------------------------------------------------------------------------- the whole
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All three files, validated; `sources` says which file each part came from."""
+
+    system: SystemSettings = field(default_factory=SystemSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    config_dir: str = ""
+    raw: dict[str, dict] = field(default_factory=dict)
+
+
+# Extra checks beyond the type: (section path, key) -> (predicate, message)
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "system.capacity.max_strategies": (lambda v: 1 <= v <= 100_000, "must be 1..100000"),
+    "system.capacity.port_range_start": (lambda v: 1024 <= v <= 65535, "must be 1024..65535"),
+    "system.capacity.port_range_end": (lambda v: 1024 <= v <= 65535, "must be 1024..65535"),
+    "system.capacity.alert_threshold": (lambda v: 0 <= v <= 100, "must be 0..100"),
+    "system.gateway.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
+    "system.web.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
+    "system.simulator.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
+    "system.freqtrade.startup_timeout": (lambda v: 1 <= v <= 3600, "must be 1..3600 seconds"),
+    "system.freqtrade.shutdown_timeout": (lambda v: 1 <= v <= 3600, "must be 1..3600 seconds"),
+    "system.security.min_password_length": (lambda v: 1 <= v <= 128, "must be 1..128"),
+    "system.security.max_login_attempts": (lambda v: v >= 1, "must be at least 1"),
+    "system.monitoring.gateway_alert_below": (lambda v: 0 <= v <= 100, "must be 0..100"),
+    "notifications.rate_limiting.global_max_per_minute": (lambda v: v >= 1, "must be >= 1"),
+    "proxy.health_check.success_rate_threshold": (lambda v: 0 <= v <= 100, "must be 0..100"),
+}
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, file: str, key: str) -> Any:
+    """Convert one YAML value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, file, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"must be a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"must be a mapping, got {type(value).__name__}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, file, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"must be a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"must be text, got {value!r}")
+        return value
+    raise ConfigError(file, key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names or k in ("config_dir", "raw"):
+            raise ConfigError(file, key, "unknown key")
+        if v is None:
+            continue  # an empty value keeps the default
+        converted = _convert(v, hints[k], file, key)
+        check = _RANGES.get(key)
+        if check and not check[0](converted):
+            raise ConfigError(file, key, f"{check[1]}, got {v!r}")
+        kwargs[k] = converted
+    return cls(**kwargs)
+
+
+def _read_yaml(path: Path) -> dict:
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, "", f"cannot be read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(name, "", f"is not valid YAML{where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(name, "", "must hold a mapping at the top level")
+    return data
+
+
+_ENV_RE = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def _expand_env(value: Any) -> Any:
+    """Replace ${NAME} in strings with the environment variable (secrets stay out of files)."""
+    if isinstance(value, str):
+        return _ENV_RE.sub(lambda m: os.environ.get(m.group(1), ""), value)
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    return value
+
+
+def _section(file: str, data: dict, top: str) -> dict:
+    unknown = [k for k in data if k != top]
+    if unknown:
+        raise ConfigError(file, str(unknown[0]), f"unknown key (the file holds one '{top}:' block)")
+    section = data.get(top) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(file, top, "must be a mapping")
+    return section
+
+
+def _validate_whole(s: Settings) -> None:
+    cap = s.system.capacity
+    if cap.port_range_end < cap.port_range_start:
+        raise ConfigError(
+            "system.yml", "system.capacity.port_range_end", "must not be below port_range_start"
+        )
+    for name, slot in s.notifications.time_slots.items():
+        for k in ("start_time", "end_time"):
+            if not _TIME_RE.match(getattr(slot, k)):
+                raise ConfigError(
+                    "notifications.yml",
+                    f"notifications.time_slots.{name}.{k}",
+                    f"must be HH:MM, got {getattr(slot, k)!r}",
+                )
+    for name in s.notifications.priorities:
+        if name not in ("P0", "P1", "P2"):
+            raise ConfigError(
+                "notifications.yml", f"notifications.priorities.{name}", "must be P0, P1 or P2"
+            )
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(s.notifications.timezone)
+    except Exception as exc:  # noqa: BLE001 - any failure means the zone is unusable
+        raise ConfigError(
+            "notifications.yml",
+            "notifications.timezone",
+            f"unknown time zone {s.notifications.timezone!r}",
+        ) from exc
+    if s.notifications.templates.signal_template not in ("simple", "detailed", "custom"):
+        raise ConfigError(
+            "notifications.yml",
+            "notifications.templates.signal_template",
+            "must be simple, detailed or custom",
+        )
+
+
+def config_dir() -> Path:
+    """The folder holding the three files: $BTCW_CONFIG_DIR or the project's config/."""
+    return Path(os.environ.get("BTCW_CONFIG_DIR") or PROJECT_ROOT / "config")
+
+
+def load_settings(directory: str | os.PathLike | None = None) -> Settings:
+    """Read and validate all three files; raise ConfigError on the first problem."""
+    folder = Path(directory) if directory else config_dir()
+    raw = {name: _read_yaml(folder / f"{name}.yml") for name in CONFIG_FILES}
+    system = _build(SystemSettings, _section("system.yml", raw["system"], "system"),
+                    "system.yml", "system")
+    notifications = _build(
+        NotificationSettings,
+        _expand_env(_section("notifications.yml", raw["notifications"], "notifications")),
+        "notifications.yml",
+        "notifications",
+    )
+    proxy = _build(ProxySettings, _section("proxy.yml", raw["proxy"], "proxy"),
+                   "proxy.yml", "proxy")
+    settings = Settings(system, notifications, proxy, str(folder), raw)
+    _validate_whole(settings)
+    return settings
+
+
+def as_dict(obj: Any) -> Any:
+    """Settings (or a part) as plain JSON-ready data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name != "raw"}
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [as_dict(v) for v in obj]
+    return obj
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "as_dict", "config_dir", "PROJECT_ROOT"]

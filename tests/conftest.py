@@ -1,0 +1,174 @@
+"""Shared fixtures: real Redis (and PostgreSQL when BTCW_TEST_DB=postgres), the app, clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.servers import PostgresServer, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+PASSWORD = "correct-horse!1"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(request, tmp_path_factory):
+    if os.environ.get("BTCW_TEST_DB") == "postgres":
+        return request.getfixturevalue("postgres_server").url()
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def config_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("config")
+    for f in (ROOT / "config").glob("*.yml"):
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def app_config(redis_server, database_url, config_dir, var_dir) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_server.url,
+        "CONFIG_DIR": str(config_dir),
+        "VAR_DIR": str(var_dir),
+    }
+
+
+@pytest.fixture(scope="session")
+def _session_app(app_config):
+    from app import create_app
+    from app.extensions import db
+
+    application = create_app(dict(app_config))
+
+    @application.before_request
+    def _fresh_g():
+        # Tests keep one app context pushed, so `g` outlives a request; a real request starts
+        # with an empty g. Drop the per-request CSRF cache to behave like production.
+        from flask import g
+
+        g.pop("csrf_token", None)
+    with application.app_context():
+        db.drop_all()
+        db.create_all()
+    return application
+
+
+def _wipe(application) -> None:
+    from app.extensions import db, redis_store
+
+    with application.app_context():
+        db.session.rollback()
+        tables = list(reversed(db.metadata.sorted_tables))
+        if db.engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                db.session.execute(table.delete())
+        db.session.commit()
+        try:
+            redis_store.client.flushdb()
+        except Exception:  # noqa: BLE001, S110 - a test may have stopped Redis
+            pass
+
+
+@pytest.fixture
+def app(_session_app):
+    """The app with an app context pushed and empty tables afterwards."""
+    _wipe(_session_app)
+    with _session_app.app_context():
+        yield _session_app
+    _wipe(_session_app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token embedded in a page (hidden input or hx-headers)."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'"X-CSRFToken":\s*"([^"]+)"', html
+    )
+    assert match, "page carries no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def user(app):
+    from app.auth import service
+
+    return service.create_user("alice", PASSWORD)
+
+
+class AuthActions:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, username="alice", password=PASSWORD, follow=False):
+        page = self.client.get("/login")
+        token = csrf_from(page.get_data(as_text=True))
+        return self.client.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": token},
+            follow_redirects=follow,
+        )
+
+    def csrf(self) -> str:
+        return csrf_from(self.client.get("/system/").get_data(as_text=True))
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.csrf()})
+
+
+@pytest.fixture
+def auth(client, user):
+    """A client logged in as alice."""
+    actions = AuthActions(client)
+    response = actions.login()
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return actions
+
+
+@pytest.fixture
+def api_token(app, user) -> str:
+    from app.auth import service
+
+    _, plain = service.create_token(user, "tests")
+    return plain
