@@ -14,6 +14,7 @@ Interval = int | Callable[[Settings], int]
 
 PERIODIC_JOBS: list[tuple[str, str, Interval, int]] = [
     # (function, queue, interval, timeout) -- each domain adds its rows here.
+    ("app.tasks.monitoring.sweep_alerts", "monitoring", 30, 120),
 ]
 
 
