@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from config.loader import CONFIG_FILES, ConfigError, as_dict
 from app.system.settings import current_settings, reload_settings
+from config.loader import CONFIG_FILES, ConfigError, as_dict
 
 NAMES = CONFIG_FILES
 SECRET_WORDS = ("secret", "password", "token", "key", "webhook")
