@@ -1,1 +1,424 @@
-"""Session-scoped real FreqTrade bots shared by every test that needs one (see runtime tests)."""
+"""Real FreqTrade bots for tests: a market simulator, a supervisor and two demo bots per session.
+
+Why a separate world: the per-test `app` fixture of conftest empties every table and flushes
+Redis db 0 after each test, which would take the bots' rows away from under a running
+supervisor. So bot tests use their own session-scoped world that nothing wipes:
+
+- `bots_app`: a second app on its **own database** (SQLite file, or a `btcw_bots` database on the
+  test PostgreSQL server when BTCW_TEST_DB=postgres), **Redis db 1** of the test Redis, its own
+  config dir and var dir. Rows there survive the whole session. Port range: 200 random ports
+  (`bots_world.port_start` …) so parallel test sessions on one machine do not collide; the
+  strategy library is a copy of user_data/strategies in the var dir (tests may drop files in
+  `bots_world.strategies_dir`, e.g. a broken strategy).
+- `bots_ctx`: pushes an app context of `bots_app` for one test (nothing is wiped afterwards: a
+  test that creates strategies stops and deletes what it made; `make_strategy()` helps).
+- `bots_client`: a test client of `bots_app`; `bots_api_token`: a Bearer token of a user in it.
+- `simulator`: `python -m app.simulator` on a free port (the bots' exchange).
+- `supervisor_process`: `flask supervisor run` as a subprocess against that database/Redis;
+  `.kill()` (SIGKILL), `.start()`, `.stop()` (SIGTERM, stops its bots), `.pid`, `.log_text()`.
+- `demo_bots`: two strategies (MA_Cross_BTC on BTC/USDT, RSI_ETH on ETH/USDT) started once per
+  session and running; a list of `DemoBot(id, name, strategy_class, pair)`. Never stop them in
+  a test; restart them only if you wait for `running` again.
+
+Helpers: `make_strategy(name, class, pairs, **columns)` creates a row with fresh credentials;
+`discard_strategy(id)` stops it if needed and deletes it; `bot_processes(var_dir)` lists this
+world's `freqtrade trade` processes. Outside pytest (bench/bot_start.py) the same world is built
+with `make_world()`, `create_bots_app()`, `SimulatorProcess` and `SupervisorProcess`.
+
+Never start bots per test (each costs ~330 MB and ~4 s of CPU); reuse `demo_bots`. A test that
+needs its own bot (a broken strategy, a port test) starts at most one and discards it. The
+session ends with SIGTERM to the supervisor, which must stop its bots: any `freqtrade trade`
+still alive with a config under this world's var dir is then killed and reported as an error.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.support.servers import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SUPERVISOR_HOST = "127.0.0.1"
+PORT_RANGE_SIZE = 200
+
+
+@dataclass
+class BotsWorld:
+    """Where the bot tests live: database, Redis, config and var dirs, ports."""
+
+    database_url: str
+    redis_url: str
+    config_dir: Path
+    var_dir: Path
+    strategies_dir: Path
+    port_start: int
+    port_end: int
+    simulator_port: int
+    public_url: str  # the bots' webhooks go to {public_url}/api/v1/signals/webhook/<id>
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (flask supervisor run, …) that uses this world."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FREQTRADE__")}
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "BTCW_CONFIG_DIR": str(self.config_dir),
+            "BTCW_VAR_DIR": str(self.var_dir),
+            "SECRET_KEY": "bots-test-secret-key",
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+
+def _free_port_range(size: int) -> int:
+    """The start of `size` consecutive ports nobody listens on now, below the ephemeral range.
+
+    Random, so that test sessions running side by side on one machine rarely collide; below
+    net.ipv4.ip_local_port_range so that outgoing connections do not take ports from it.
+    """
+    from app.runtime.port_pool import port_is_bindable
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(min(low, 45000) - size, 12000)
+    rng = random.Random()  # noqa: S311 - not security
+    for _ in range(200):
+        start = rng.randrange(10000, top)
+        if all(port_is_bindable("127.0.0.1", p) for p in range(start, start + size)):
+            return start
+    raise RuntimeError("no free port range for the bot tests")
+
+
+def make_world(base: Path, database_url: str | None, redis_url: str) -> BotsWorld:
+    """Lay out a bots world under `base`: config and strategies copies, var dir, ports.
+
+    `database_url` None means a SQLite file in `base`. Used by the fixtures and bench/.
+    """
+    var = base / "var"
+    var.mkdir(parents=True, exist_ok=True)
+    strategies = base / "strategies"
+    shutil.copytree(ROOT / "user_data" / "strategies", strategies,
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    config = base / "config"
+    config.mkdir(exist_ok=True)
+    for f in (ROOT / "config").glob("*.yml"):
+        shutil.copy(f, config / f.name)
+    start = _free_port_range(PORT_RANGE_SIZE)
+    world = BotsWorld(
+        database_url=database_url or f"sqlite:///{base / 'bots.db'}",
+        redis_url=redis_url,
+        config_dir=config, var_dir=var, strategies_dir=strategies,
+        port_start=start, port_end=start + PORT_RANGE_SIZE - 1,
+        simulator_port=free_port(), public_url=f"http://127.0.0.1:{free_port()}",
+    )
+    system = yaml.safe_load((config / "system.yml").read_text())
+    section = system["system"]
+    section["capacity"].update(port_range_start=world.port_start, port_range_end=world.port_end)
+    section["simulator"].update(port=world.simulator_port, host="127.0.0.1")
+    section["web"]["public_url"] = world.public_url
+    section["freqtrade"].update(strategies_directory=str(strategies), startup_timeout=90,
+                                shutdown_timeout=15)
+    section["runtime"]["host"] = SUPERVISOR_HOST
+    (config / "system.yml").write_text(yaml.safe_dump(system, sort_keys=False))
+    return world
+
+
+@pytest.fixture(scope="session")
+def bots_world(request, tmp_path_factory, redis_server) -> BotsWorld:
+    database_url = None
+    if os.environ.get("BTCW_TEST_DB") == "postgres":
+        database_url = request.getfixturevalue("postgres_server").create_database("btcw_bots")
+    return make_world(tmp_path_factory.mktemp("bots"), database_url,
+                      redis_server.url.rsplit("/", 1)[0] + "/1")
+
+
+def create_bots_app(world: BotsWorld):
+    """An app on the world's database and Redis, with a fresh schema."""
+    from app import create_app
+    from app.extensions import db
+
+    application = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "bots-test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": world.database_url,
+        "REDIS_URL": world.redis_url,
+        "CONFIG_DIR": str(world.config_dir),
+        "VAR_DIR": str(world.var_dir),
+    })
+    with application.app_context():
+        db.drop_all()
+        db.create_all()
+    return application
+
+
+@pytest.fixture(scope="session")
+def bots_app(bots_world):
+    """An app on the bots' own database and Redis db 1 (never wiped during the session)."""
+    return create_bots_app(bots_world)
+
+
+@pytest.fixture
+def bots_ctx(bots_app):
+    """An app context of bots_app for one test (no wiping afterwards)."""
+    from app.extensions import db
+
+    with bots_app.app_context():
+        yield bots_app
+        db.session.rollback()
+
+
+@pytest.fixture
+def bots_client(bots_app):
+    return bots_app.test_client()
+
+
+@pytest.fixture(scope="session")
+def bots_api_token(bots_app) -> str:
+    """A Bearer token of user `botsadmin` in the bots database."""
+    from app.auth import service
+
+    with bots_app.app_context():
+        user = service.user_by_name("botsadmin") or service.create_user(
+            "botsadmin", "correct-horse!1")
+        _, plain = service.create_token(user, "bots-tests")
+    return plain
+
+
+def make_strategy(name: str, strategy_class: str = "MA_Cross_BTC",
+                  pairs: tuple[str, ...] = ("BTC/USDT",), **values):
+    """Create a Strategy row (simulator exchange, 1m, fresh credentials); needs an app context."""
+    from app.extensions import db
+    from app.runtime.credentials import new_credentials
+    from app.strategies.models import Strategy
+
+    strategy = Strategy(name=name, strategy_class=strategy_class,
+                        strategy_file=f"{strategy_class}.py", exchange="simulator",
+                        timeframe="1m", pairs=list(pairs), max_open_trades=1,
+                        **{**new_credentials(), **values})
+    db.session.add(strategy)
+    db.session.commit()
+    return strategy
+
+
+def discard_strategy(strategy_id: int, timeout: float = 60) -> None:
+    """Stop a test's own strategy if it runs and delete its row and port (needs app context)."""
+    from app.extensions import db
+    from app.runtime import control
+    from app.runtime.port_pool import PortPool
+    from app.strategies.models import Strategy, StrategyEvent
+
+    db.session.rollback()
+    strategy = db.session.get(Strategy, strategy_id, populate_existing=True)
+    if strategy is None:
+        return
+    if strategy.status not in control.STOPPED_STATUSES or strategy.desired_state == "running":
+        try:
+            control.request_stop(strategy_id)
+        except control.InvalidTransition:
+            pass
+        control.wait_for_status(strategy_id, control.STOPPED_STATUSES, timeout)
+    PortPool.from_app().release(strategy_id)
+    db.session.execute(db.delete(StrategyEvent).where(StrategyEvent.strategy_id == strategy_id))
+    db.session.execute(db.delete(Strategy).where(Strategy.id == strategy_id))
+    db.session.commit()
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+class SimulatorProcess:
+    """`python -m app.simulator` on the world's simulator port, as a subprocess."""
+
+    def __init__(self, world: BotsWorld):
+        self.world = world
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.world.simulator_port}"
+
+    def start(self) -> SimulatorProcess:
+        with open(self.world.var_dir / "simulator.log", "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "app.simulator", "--host", "127.0.0.1",
+                 "--port", str(self.world.simulator_port)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.world.env(),
+                start_new_session=True,
+            )
+        try:
+            wait_port(self.world.simulator_port, 30)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def simulator(bots_world):
+    """The market simulator (a subprocess) on bots_world.simulator_port; yields its base URL."""
+    process = SimulatorProcess(bots_world).start()
+    yield process.url
+    process.stop()
+
+
+class SupervisorProcess:
+    """`flask supervisor run` as a subprocess of the test session."""
+
+    def __init__(self, world: BotsWorld, host: str = SUPERVISOR_HOST):
+        self.world = world
+        self.host = host
+        self.proc: subprocess.Popen | None = None
+        self.log_path = world.var_dir / f"supervisor-{host}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, wait: float = 30.0) -> SupervisorProcess:
+        """Start it and wait for its heartbeat in Redis."""
+        import redis
+
+        from app.runtime import hosts
+
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [str(BIN / "flask"), "--app", "app", "supervisor", "run", "--host", self.host],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.world.env(),
+                start_new_session=True,
+            )
+        client = redis.Redis.from_url(self.world.redis_url)
+        deadline = time.monotonic() + wait
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n"
+                                       + self.log_text()[-3000:])
+                live = [h for h in hosts.live_hosts(client) if h.host == self.host
+                        and h.pid == self.proc.pid]
+                if live:
+                    return self
+                time.sleep(0.2)
+        finally:
+            client.close()
+        raise TimeoutError(f"no heartbeat from the supervisor after {wait}s:\n"
+                           + self.log_text()[-3000:])
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the supervisor dies at once; its bots keep running."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """SIGTERM: the supervisor stops its bots and exits."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def bot_processes(var_dir: Path) -> list[psutil.Process]:
+    """`freqtrade trade` processes whose config lies under `var_dir` (this session's bots)."""
+    found = []
+    marker = str(var_dir)
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            argv = proc.info["cmdline"] or []
+            if (proc.info["status"] != psutil.STATUS_ZOMBIE and "trade" in argv
+                    and any(a.startswith(marker) and a.endswith("config.json") for a in argv)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def kill_leftover_bots(var_dir: Path) -> int:
+    """SIGKILL this session's bot processes that are still alive; how many there were."""
+    leftovers = bot_processes(var_dir)
+    for proc in leftovers:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(leftovers, timeout=10)
+    return len(leftovers)
+
+
+@pytest.fixture(scope="session")
+def supervisor_process(bots_world, bots_app, simulator):
+    """A running `flask supervisor run` for the bots' world (with the simulator up)."""
+    supervisor = SupervisorProcess(bots_world).start()
+    yield supervisor
+    supervisor.stop()
+    leftovers = kill_leftover_bots(bots_world.var_dir)
+    if leftovers:
+        pytest.fail(f"{leftovers} bots outlived their supervisor's SIGTERM (killed now)")
+
+
+@dataclass(frozen=True)
+class DemoBot:
+    id: int
+    name: str
+    strategy_class: str
+    pair: str
+
+
+DEMO = (("demo-ma-cross", "MA_Cross_BTC", "BTC/USDT"), ("demo-rsi", "RSI_ETH", "ETH/USDT"))
+
+
+@pytest.fixture(scope="session")
+def demo_bots(bots_app, supervisor_process) -> list[DemoBot]:
+    """Two demo strategies started once per session, running against the simulator."""
+    from app.runtime import control
+
+    bots = []
+    with bots_app.app_context():
+        for name, cls, pair in DEMO:
+            strategy = make_strategy(name, cls, (pair,))
+            bots.append(DemoBot(strategy.id, name, cls, pair))
+            control.request_start(strategy.id)
+        for bot in bots:
+            strategy = control.wait_for_status(bot.id, ("running", "error", "crashed"), 120)
+            if strategy.status != "running":
+                pytest.fail(f"demo bot {bot.name} did not start: {strategy.status_message}\n"
+                            + supervisor_process.log_text()[-3000:])
+    return bots

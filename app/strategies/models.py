@@ -10,9 +10,16 @@ STATUSES = ("stopped", "starting", "running", "stopping", "error", "crashed", "s
 
 class Strategy(db.Model):
     __tablename__ = "strategies"
+    # A name is unique among live strategies; a deleted one frees its name but keeps it (and
+    # its signals) for history.
+    __table_args__ = (
+        db.Index("uq_strategies_live_name", "name", unique=True,
+                 sqlite_where=db.text("deleted_at IS NULL"),
+                 postgresql_where=db.text("deleted_at IS NULL")),
+    )
 
     id = db.Column(db.Integer, primary_key=True)
-    name = db.Column(db.String(64), unique=True, nullable=False)
+    name = db.Column(db.String(64), nullable=False)
     description = db.Column(db.Text, nullable=False, default="")
     strategy_class = db.Column(db.String(128), nullable=False)
     strategy_file = db.Column(db.String(255), nullable=False)

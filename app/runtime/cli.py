@@ -1,0 +1,57 @@
+"""`flask supervisor …`: run the supervisor of this host, list the live supervisors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+supervisor_cli = AppGroup("supervisor", help="The supervisor that runs this host's FreqTrade bots.")
+
+
+@supervisor_cli.command("run")
+@click.option("--host", default=None,
+              help="Address of this host; its bots listen there (default system.runtime.host).")
+@click.option("--keep-bots", is_flag=True,
+              help="On SIGTERM leave the bots running for the next supervisor to adopt.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def supervisor_run(host: str | None, keep_bots: bool, log_level: str) -> None:
+    """Start, watch, restart and stop this host's bots until SIGTERM/Ctrl-C."""
+    from app.runtime.supervisor import Supervisor
+
+    logging.basicConfig(level=getattr(logging, log_level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor = Supervisor(current_app._get_current_object(), host=host, keep_bots=keep_bots)
+    click.echo(f"Supervisor of {supervisor.host} running (Ctrl-C stops it and its bots).")
+    supervisor.run()
+
+
+@supervisor_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def supervisor_status(as_json: bool) -> None:
+    """The live supervisors: host, pid, free memory, bots, queued commands."""
+    from app.extensions import redis_store
+    from app.runtime import hosts
+
+    client = redis_store.client
+    rows = []
+    for info in hosts.live_hosts(client):
+        row = info.as_dict()
+        row["queued_commands"] = int(client.llen(hosts.commands_key(info.host)))
+        row["age_seconds"] = round(time.time() - info.updated_at, 1)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No supervisor is running (start one with `flask supervisor run`).")
+        return
+    for row in rows:
+        click.echo(f"{row['host']:15} pid {row['pid']:<7} bots {row['running']:<4} "
+                   f"free {row['free_memory'] / 2**30:6.2f} GiB  queued {row['queued_commands']}  "
+                   f"seen {row['age_seconds']} s ago")
