@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 27aae5b11dd1
+Revision ID: d28a277dc130
 Revises: 
-Create Date: 2026-11-24 20:18:28.649262
+Create Date: 2026-11-24 20:54:09.855341
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '27aae5b11dd1'
+revision = 'd28a277dc130'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -43,16 +43,6 @@ def upgrade():
     sa.Column('message', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_freqtrade_versions')),
     sa.UniqueConstraint('version', name=op.f('uq_freqtrade_versions_version'))
-    )
-    op.create_table('notification_channels',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=32), nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('enabled', sa.Boolean(), nullable=False),
-    sa.Column('settings', sa.JSON(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_channels')),
-    sa.UniqueConstraint('name', name=op.f('uq_notification_channels_name'))
     )
     op.create_table('proxies',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -150,9 +140,11 @@ def upgrade():
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.Column('deleted_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['proxy_id'], ['proxies.id'], name=op.f('fk_strategies_proxy_id_proxies'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_strategies')),
-    sa.UniqueConstraint('name', name=op.f('uq_strategies_name'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_strategies'))
     )
+    with op.batch_alter_table('strategies', schema=None) as batch_op:
+        batch_op.create_index('uq_strategies_live_name', ['name'], unique=True, sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+
     op.create_table('alerts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
@@ -252,21 +244,28 @@ def upgrade():
     sa.Column('pair', sa.String(length=64), nullable=True),
     sa.Column('title', sa.String(length=255), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('link', sa.String(length=512), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('render_error', sa.Text(), nullable=False),
+    sa.Column('counted_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['alert_id'], ['alerts.id'], name=op.f('fk_notifications_alert_id_alerts')),
     sa.ForeignKeyConstraint(['signal_id'], ['signals.id'], name=op.f('fk_notifications_signal_id_signals')),
     sa.ForeignKeyConstraint(['strategy_id'], ['strategies.id'], name=op.f('fk_notifications_strategy_id_strategies')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications')),
+    sa.UniqueConstraint('alert_id', name=op.f('uq_notifications_alert_id')),
+    sa.UniqueConstraint('signal_id', name=op.f('uq_notifications_signal_id'))
     )
     with op.batch_alter_table('notifications', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_notifications_alert_id'), ['alert_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notifications_counted_at'), ['counted_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_notifications_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_notifications_signal_id'), ['signal_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notifications_pair'), ['pair'], unique=False)
 
     op.create_table('notification_deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('notification_id', sa.Integer(), nullable=False),
     sa.Column('channel', sa.String(length=32), nullable=False),
+    sa.Column('channel_type', sa.String(length=32), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=64), nullable=False),
@@ -274,6 +273,9 @@ def upgrade():
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=False),
     sa.Column('scheduled_for', sa.DateTime(), nullable=False),
+    sa.Column('claimed_until', sa.DateTime(), nullable=True),
+    sa.Column('claim_token', sa.String(length=32), nullable=True),
+    sa.Column('parts_done', sa.JSON(), nullable=True),
     sa.Column('sent_at', sa.DateTime(), nullable=True),
     sa.Column('read_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
@@ -283,19 +285,24 @@ def upgrade():
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_notification_deliveries_idempotency_key'))
     )
     with op.batch_alter_table('notification_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_notification_deliveries_channel'), ['channel'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notification_deliveries_digest_id'), ['digest_id'], unique=False)
+        batch_op.create_index('ix_notification_deliveries_inbox', ['channel_type', 'read_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_notification_deliveries_notification_id'), ['notification_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_notification_deliveries_scheduled_for'), ['scheduled_for'], unique=False)
         batch_op.create_index(batch_op.f('ix_notification_deliveries_status'), ['status'], unique=False)
+        batch_op.create_index('ix_notification_deliveries_status_scheduled_for', ['status', 'scheduled_for'], unique=False)
 
     op.create_table('delivery_attempts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('delivery_id', sa.Integer(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
-    sa.Column('ok', sa.Boolean(), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('error', sa.Text(), nullable=False),
+    sa.Column('retry_after', sa.Float(), nullable=True),
     sa.Column('duration_ms', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('finished_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['delivery_id'], ['notification_deliveries.id'], name=op.f('fk_delivery_attempts_delivery_id_notification_deliveries'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_delivery_attempts'))
     )
@@ -312,15 +319,18 @@ def downgrade():
 
     op.drop_table('delivery_attempts')
     with op.batch_alter_table('notification_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_notification_deliveries_status_scheduled_for')
         batch_op.drop_index(batch_op.f('ix_notification_deliveries_status'))
-        batch_op.drop_index(batch_op.f('ix_notification_deliveries_scheduled_for'))
         batch_op.drop_index(batch_op.f('ix_notification_deliveries_notification_id'))
+        batch_op.drop_index('ix_notification_deliveries_inbox')
+        batch_op.drop_index(batch_op.f('ix_notification_deliveries_digest_id'))
+        batch_op.drop_index(batch_op.f('ix_notification_deliveries_channel'))
 
     op.drop_table('notification_deliveries')
     with op.batch_alter_table('notifications', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_notifications_signal_id'))
+        batch_op.drop_index(batch_op.f('ix_notifications_pair'))
         batch_op.drop_index(batch_op.f('ix_notifications_created_at'))
-        batch_op.drop_index(batch_op.f('ix_notifications_alert_id'))
+        batch_op.drop_index(batch_op.f('ix_notifications_counted_at'))
 
     op.drop_table('notifications')
     with op.batch_alter_table('strategy_events', schema=None) as batch_op:
@@ -346,6 +356,9 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_alerts_created_at'))
 
     op.drop_table('alerts')
+    with op.batch_alter_table('strategies', schema=None) as batch_op:
+        batch_op.drop_index('uq_strategies_live_name', sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+
     op.drop_table('strategies')
     with op.batch_alter_table('proxy_checks', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_proxy_checks_proxy_id'))
@@ -356,7 +369,6 @@ def downgrade():
     op.drop_table('users')
     op.drop_table('system_settings')
     op.drop_table('proxies')
-    op.drop_table('notification_channels')
     op.drop_table('freqtrade_versions')
     with op.batch_alter_table('backups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_backups_created_at'))

@@ -1,0 +1,657 @@
+"""Strategies: create, edit, delete, list, status, logs and commands.
+
+The pages, the JSON API, the CLI and `flask up` all call these functions. Starting and stopping
+bots is the runtime's job (`app.runtime.control`); everything that talks to a bot goes through
+`app.runtime.bot_client.BotClient`. Errors carry the HTTP status a route should answer with
+(`http_status`) and a message meant for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import select
+
+from app.clock import isoformat, utcnow
+from app.extensions import db, redis_store
+from app.runtime import control
+from app.runtime.control import (
+    ACTIVE_STATUSES,
+    CapacityError,
+    InvalidTransition,
+    RuntimeControlError,
+    StrategyNotFound,
+)
+from app.strategies.models import STATUSES, Strategy, StrategyEvent
+from app.strategies.validation import clean_strategy
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("start", "stop", "restart", "reload_config")
+# Fields whose change only takes effect when the bot's config is written again.
+BOT_CONFIG_FIELDS = (
+    "strategy_file", "strategy_class", "exchange", "timeframe", "pairs", "stake_currency",
+    "stake_amount", "max_open_trades", "dry_run_wallet", "proxy_id",
+)
+SUMMARY_TTL = 4  # seconds a bot's profit / open-trade summary stays cached for the list page
+LOG_LIMIT_MAX = 1000
+_LOG_LINE = re.compile(
+    r"^(?P<time>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?) - (?P<logger>\S+) - "
+    r"(?P<level>[A-Z]+) - (?P<message>.*)$"
+)
+
+__all__ = [
+    "CapacityError", "InvalidTransition", "RuntimeControlError", "StrategyNotFound",
+    "ValidationFailed", "UnknownCommand",
+]
+
+
+class ServiceError(Exception):
+    """A request the strategies service refuses; `http_status` for routes."""
+
+    http_status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(ServiceError):
+    """Input with field errors: `errors` is {field: message}."""
+
+    http_status = 422
+
+    def __init__(self, errors: dict[str, str]):
+        fields = ", ".join(sorted(errors))
+        super().__init__(f"Check these fields: {fields}.")
+        self.errors = errors
+
+
+class UnknownCommand(ServiceError):
+    """A command other than start, stop, restart, reload_config."""
+
+
+class StartFailed(ServiceError):
+    """A waited-for start ended in error: the message is FreqTrade's own."""
+
+    http_status = 502
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+def get_strategy(strategy_id: int | str) -> Strategy:
+    """A live (not deleted) strategy by id; StrategyNotFound naming the id."""
+    try:
+        key = int(strategy_id)
+    except (TypeError, ValueError):
+        raise StrategyNotFound(f"No strategy with id {strategy_id!r}.") from None
+    strategy = db.session.get(Strategy, key) if 0 < key < 2**31 else None
+    if strategy is None or strategy.deleted_at is not None:
+        raise StrategyNotFound(f"No strategy with id {strategy_id}.")
+    return strategy
+
+
+def find_strategy(ref: str) -> Strategy:
+    """A live strategy by id or by name (for the CLI)."""
+    if str(ref).isdigit():
+        return get_strategy(ref)
+    strategy = db.session.scalar(
+        select(Strategy).where(Strategy.name == ref, Strategy.deleted_at.is_(None)))
+    if strategy is None:
+        raise StrategyNotFound(f"No strategy named {ref!r}.")
+    return strategy
+
+
+def list_strategies(status: str | None = None) -> list[Strategy]:
+    """Live strategies by id, optionally only those with one status."""
+    query = select(Strategy).where(Strategy.deleted_at.is_(None)).order_by(Strategy.id)
+    if status:
+        if status not in STATUSES:
+            raise ServiceError(f"Unknown status {status!r}; one of: {', '.join(STATUSES)}.")
+        query = query.where(Strategy.status == status)
+    return list(db.session.scalars(query))
+
+
+def to_dict(strategy: Strategy) -> dict:
+    """The JSON form of a strategy record (its bot credentials are never included)."""
+    return {
+        "id": strategy.id,
+        "name": strategy.name,
+        "description": strategy.description,
+        "strategy_class": strategy.strategy_class,
+        "strategy_file": strategy.strategy_file,
+        "exchange": strategy.exchange,
+        "timeframe": strategy.timeframe,
+        "pairs": list(strategy.pairs or []),
+        "stake_currency": strategy.stake_currency,
+        "stake_amount": strategy.stake_amount,
+        "max_open_trades": strategy.max_open_trades,
+        "dry_run_wallet": strategy.dry_run_wallet,
+        "proxy_id": strategy.proxy_id,
+        "thresholds": {
+            "strong": strategy.strong_threshold,
+            "medium": strategy.medium_threshold,
+            "weak": strategy.weak_threshold,
+        },
+        "version_label": strategy.version_label,
+        "desired_state": strategy.desired_state,
+        "status": strategy.status,
+        "status_message": strategy.status_message,
+        "host": strategy.host,
+        "port": strategy.port,
+        "pid": strategy.pid,
+        "health_score": strategy.health_score,
+        "started_at": isoformat(strategy.started_at),
+        "stopped_at": isoformat(strategy.stopped_at),
+        "last_processed_at": isoformat(strategy.last_processed_at),
+        "created_at": isoformat(strategy.created_at),
+        "updated_at": isoformat(strategy.updated_at),
+    }
+
+
+def _threshold_input(data: Mapping) -> dict:
+    """Accept thresholds as {"thresholds": {"strong": …}} as well as the flat field names."""
+    if not isinstance(data, Mapping) or "thresholds" not in data:
+        return dict(data) if isinstance(data, Mapping) else data
+    flat = {k: v for k, v in data.items() if k != "thresholds"}
+    nested = data["thresholds"]
+    if not isinstance(nested, Mapping):
+        flat["thresholds"] = nested  # reported as an unknown shape below
+        return flat
+    for level, value in nested.items():
+        flat[f"{level}_threshold"] = value
+    return flat
+
+
+def create_strategy(data: Mapping) -> Strategy:
+    """Validate and store a new, stopped strategy with fresh bot credentials.
+
+    Raises ValidationFailed with {field: message}.
+    """
+    from app.runtime.credentials import new_credentials
+
+    values, errors = clean_strategy(_threshold_input(data))
+    if errors:
+        raise ValidationFailed(errors)
+    strategy = Strategy(**values, **new_credentials(), status="stopped",
+                        desired_state="stopped")
+    db.session.add(strategy)
+    db.session.flush()
+    source = f"{strategy.strategy_class} from {strategy.strategy_file}"
+    db.session.add(StrategyEvent(strategy_id=strategy.id, kind="created", message=source))
+    db.session.commit()
+    log.info("strategy %s created (id %s)", strategy.name, strategy.id)
+    return strategy
+
+
+def update_strategy(strategy_id: int, data: Mapping) -> tuple[Strategy, bool]:
+    """Change a strategy's settings (only the fields given). Returns (strategy, restart_needed).
+
+    restart_needed is True when the bot runs and a changed field is part of its FreqTrade
+    config (a restart or reload_config applies it); thresholds apply at once.
+    """
+    strategy = get_strategy(strategy_id)
+    values, errors = clean_strategy(_threshold_input(data), current=strategy)
+    if errors:
+        raise ValidationFailed(errors)
+    changed = [k for k, v in values.items() if getattr(strategy, k) != v]
+    for key in changed:
+        setattr(strategy, key, values[key])
+    if changed:
+        db.session.add(StrategyEvent(strategy_id=strategy.id, kind="updated",
+                                     message="changed: " + ", ".join(changed)))
+    db.session.commit()
+    running = strategy.status in ACTIVE_STATUSES
+    return strategy, running and any(k in BOT_CONFIG_FIELDS for k in changed)
+
+
+def delete_strategy(strategy_id: int) -> Strategy:
+    """Soft-delete: stop the bot, hide the strategy and free its name; signals stay."""
+    strategy = get_strategy(strategy_id)
+    if strategy.status in ACTIVE_STATUSES or strategy.desired_state == "running":
+        try:
+            control.request_stop(strategy.id)
+        except InvalidTransition:
+            pass
+        strategy = db.session.get(Strategy, strategy.id, populate_existing=True)
+    strategy.deleted_at = utcnow()
+    strategy.desired_state = "stopped"
+    db.session.add(StrategyEvent(strategy_id=strategy.id, kind="deleted"))
+    db.session.commit()
+    log.info("strategy %s (id %s) deleted", strategy.name, strategy.id)
+    return strategy
+
+
+def proxy_choices() -> list[tuple[int, str]]:
+    """(id, label) of every proxy, for the form's proxy select."""
+    from app.proxies.models import Proxy
+
+    return [(p.id, f"{p.name} ({p.status})")
+            for p in db.session.scalars(select(Proxy).order_by(Proxy.name))]
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+def run_command(strategy_id: int, command: str, wait: float = 0) -> dict:
+    """Carry out start, stop, restart or reload_config; optionally wait up to `wait` seconds.
+
+    Returns {"status", "strategy_id", "command", "strategy_status", "message"} (plus
+    "bot_reply" for reload_config). Raises UnknownCommand (400, listing the valid ones),
+    StrategyNotFound, InvalidTransition, CapacityError, BotCommandError, and StartFailed when
+    a waited-for start ends in error (its message is FreqTrade's).
+    """
+    if command not in COMMANDS:
+        raise UnknownCommand(f"Unknown command {command!r}; valid commands: "
+                             f"{', '.join(COMMANDS)}.")
+    strategy = get_strategy(strategy_id)
+    result: dict[str, Any] = {"status": "success", "strategy_id": strategy.id,
+                              "command": command}
+    if command == "reload_config":
+        result["bot_reply"] = control.request_reload_config(strategy.id)
+        result["message"] = f"{strategy.name} reloaded its configuration."
+    else:
+        action = {"start": control.request_start, "stop": control.request_stop,
+                  "restart": control.request_restart}[command]
+        old_pid = strategy.pid
+        action(strategy.id)
+        result["message"] = {
+            "start": f"Start of {strategy.name} requested.",
+            "stop": f"Stop of {strategy.name} requested.",
+            "restart": f"Restart of {strategy.name} requested.",
+        }[command]
+        if wait > 0:
+            _wait_after(strategy.id, command, wait, result, old_pid)
+    strategy = db.session.get(Strategy, strategy.id, populate_existing=True)
+    result["strategy_status"] = strategy.status
+    result["port"] = strategy.port
+    result["pid"] = strategy.pid
+    return result
+
+
+def _wait_after(strategy_id: int, command: str, wait: float, result: dict,
+                old_pid: int | None = None) -> None:
+    """Wait for the end state of a start/stop/restart and describe it in `result`.
+
+    A restart is over when the bot runs with a new pid (or failed).
+    """
+    wanted = ("stopped", "error", "crashed") if command == "stop" else (
+        "running", "error", "crashed")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            strategy = control.wait_for_status(strategy_id, wanted,
+                                               timeout=max(deadline - time.monotonic(), 0))
+        except TimeoutError as exc:
+            result["status"] = "pending"
+            result["message"] += f" Still waiting: {exc}."
+            return
+        restarting = (command == "restart" and strategy.status == "running"
+                      and strategy.pid == old_pid)
+        if not restarting:
+            break
+        if time.monotonic() >= deadline:
+            result["status"] = "pending"
+            result["message"] += f" Still waiting: the bot runs with its old pid {old_pid}."
+            return
+        time.sleep(0.25)
+    if command != "stop" and strategy.status in ("error", "crashed"):
+        raise StartFailed(f"{strategy.name} failed to start: "
+                          f"{strategy.status_message or strategy.status}")
+    result["message"] = f"{strategy.name} is {strategy.status}."
+
+
+# ------------------------------------------------------------------------- process and bot
+
+_process_cache: dict[int, psutil.Process] = {}
+_process_lock = threading.Lock()
+_local_addresses: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def is_local_host(host: str | None) -> bool:
+    """True when a bot's host address belongs to this machine (so its pid is one of ours)."""
+    global _local_addresses
+    if not host or host == "localhost" or host.startswith("127."):
+        return True
+    checked, addresses = _local_addresses
+    if time.monotonic() - checked > 60:
+        addresses = frozenset(
+            addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs)
+        _local_addresses = (time.monotonic(), addresses)
+    return host in addresses
+
+
+def process_snapshot(strategy: Strategy) -> dict | None:
+    """pid, CPU %, memory and uptime of the strategy's bot process when it runs on this machine
+    (None for a bot on another host, or one that is gone).
+
+    CPU % is measured between two calls (psutil keeps the previous sample per process); the
+    first call gives the average since the process started.
+    """
+    pid = strategy.pid
+    if not pid or not is_local_host(strategy.host):
+        return None
+    try:
+        with _process_lock:
+            proc = _process_cache.get(pid)
+            fresh = proc is None or not proc.is_running()
+            if fresh:
+                proc = psutil.Process(pid)
+                _process_cache[pid] = proc
+                if len(_process_cache) > 4096:
+                    _process_cache.pop(next(iter(_process_cache)))
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            created = proc.create_time()
+            uptime = max(time.time() - created, 0.0)
+            if fresh:
+                proc.cpu_percent(None)  # prime the next call
+                times = proc.cpu_times()
+                cpu = (times.user + times.system) * 100 / uptime if uptime > 0 else 0.0
+            else:
+                cpu = proc.cpu_percent(None)
+            memory = proc.memory_info()
+        return {"pid": pid, "cpu_percent": round(cpu, 1), "memory_rss": memory.rss,
+                "memory_mb": round(memory.rss / 1048576, 1), "uptime_seconds": round(uptime),
+                "started": isoformat(datetime.fromtimestamp(created, UTC).replace(tzinfo=None))}
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        with _process_lock:
+            _process_cache.pop(pid, None)
+        return None
+
+
+def _bot_client(strategy: Strategy, timeout: float = 5.0):
+    from app.runtime.bot_client import BotClient
+
+    return BotClient.for_strategy(strategy, timeout=timeout)
+
+
+def bot_summaries(strategies: Iterable[Strategy]) -> dict[int, dict]:
+    """Profit and open trades of running bots for the list page, cached a few seconds.
+
+    Asks every bot at once (bot_client.fetch_all, 2 s each); a bot that does not answer gets
+    {"error": message}.
+    """
+    from app.runtime.bot_client import fetch_all
+
+    running = [s for s in strategies if s.port and s.status in ("running", "stalled")]
+    out: dict[int, dict] = {}
+    keys = [f"btcw:strategies:summary:{s.id}:{s.port}" for s in running]
+    cached: list = []
+    try:
+        cached = redis_store.client.mget(keys) if keys else []
+    except Exception:  # noqa: BLE001 - no cache without Redis
+        cached = [None] * len(keys)
+    todo = []
+    for strategy, raw in zip(running, cached, strict=False):
+        if raw:
+            out[strategy.id] = json.loads(raw)
+        else:
+            todo.append(strategy)
+    if not todo:
+        return out
+    profits = fetch_all(todo, "profit", timeout=2.0)
+    counts = fetch_all(todo, "count", timeout=2.0)
+    fresh: dict[str, str] = {}
+    for strategy, profit, count in zip(todo, profits, counts, strict=True):
+        if profit.ok and count.ok:
+            summary = {
+                "profit_all_coin": profit.data.get("profit_all_coin"),
+                "profit_all_percent": profit.data.get("profit_all_percent"),
+                "profit_closed_coin": profit.data.get("profit_closed_coin"),
+                "trade_count": profit.data.get("trade_count"),
+                "open_trades": count.data.get("current"),
+                "max_open_trades": count.data.get("max"),
+            }
+            fresh[f"btcw:strategies:summary:{strategy.id}:{strategy.port}"] = json.dumps(summary)
+        else:
+            error = profit.error if not profit.ok else count.error
+            summary = {"error": getattr(error, "message", str(error))}
+        out[strategy.id] = summary
+    if fresh:
+        try:
+            pipe = redis_store.client.pipeline()
+            for key, value in fresh.items():
+                pipe.set(key, value, ex=SUMMARY_TTL)
+            pipe.execute()
+        except Exception:  # noqa: BLE001, S110 - the cache is optional
+            pass
+    return out
+
+
+def list_rows(strategies: list[Strategy] | None = None) -> list[dict]:
+    """Strategies with their process figures and bot summary (what the list page shows)."""
+    strategies = list_strategies() if strategies is None else strategies
+    summaries = bot_summaries(strategies)
+    rows = []
+    for strategy in strategies:
+        row = to_dict(strategy)
+        row["process"] = process_snapshot(strategy)
+        row["bot"] = summaries.get(strategy.id)
+        rows.append(row)
+    return rows
+
+
+def bot_details(strategy: Strategy, trades_limit: int = 50) -> dict:
+    """The bot's own status, profit, balance, count and recent trades through its API.
+
+    Never raises for a bot problem: a bot that is not running or does not answer gives
+    {"bot": "not_running" | "unreachable" | "timeout", "message": …}.
+    """
+    from app.runtime.bot_client import BotError, BotTimeout, BotUnreachable
+
+    if not strategy.port or strategy.status not in ("running", "stalled", "stopping"):
+        return {"bot": "not_running",
+                "message": f"{strategy.name} is {strategy.status}; its bot is not running."}
+    try:
+        client = _bot_client(strategy)
+    except BotError as exc:
+        return {"bot": "unreachable", "message": exc.message}
+    out: dict[str, Any] = {"bot": "reachable", "errors": {}}
+    calls = (("status", "status", None), ("profit", "profit", None),
+             ("balance", "balance", None), ("count", "count", None),
+             ("trades", "trades", {"limit": trades_limit}))
+    for key, path, params in calls:
+        try:
+            out[key] = client.get(path, params=params)
+        except (BotUnreachable, BotTimeout) as exc:
+            state = "timeout" if isinstance(exc, BotTimeout) else "unreachable"
+            return {"bot": state, "message": exc.message}
+        except BotError as exc:
+            out[key] = None
+            out["errors"][key] = exc.message
+    trades = (out.get("trades") or {}).get("trades") or []
+    out["recent_trades"] = sorted(trades, key=lambda t: t.get("trade_id") or 0, reverse=True)
+    return out
+
+
+def detailed_status(strategy_id: int) -> dict:
+    """The design's detailed status: the record, the process, and the bot's own data."""
+    strategy = get_strategy(strategy_id)
+    details = bot_details(strategy)
+    details.pop("recent_trades", None)
+    return {
+        "strategy_id": strategy.id,
+        "basic_status": to_dict(strategy),
+        "process": process_snapshot(strategy),
+        "detailed_data": details,
+        "timestamp": isoformat(utcnow()),
+    }
+
+
+def recent_events(strategy_id: int, limit: int = 20) -> list[StrategyEvent]:
+    """The strategy's latest lifecycle events, newest first."""
+    return list(db.session.scalars(
+        select(StrategyEvent).where(StrategyEvent.strategy_id == strategy_id)
+        .order_by(StrategyEvent.id.desc()).limit(limit)))
+
+
+# ------------------------------------------------------------------------------------ logs
+
+
+def parse_limit(raw: Any, default: int = 100) -> int:
+    """A log limit 1..1000; ServiceError naming `limit` otherwise."""
+    if raw is None or raw == "":
+        return default
+    try:
+        limit = int(str(raw).strip())
+    except ValueError:
+        raise ServiceError(f"limit must be a whole number from 1 to {LOG_LIMIT_MAX}, "
+                           f"not {str(raw)[:20]!r}.") from None
+    if not 1 <= limit <= LOG_LIMIT_MAX:
+        raise ServiceError(f"limit must be from 1 to {LOG_LIMIT_MAX}, not {limit}.")
+    return limit
+
+
+def _line(text: str) -> dict:
+    match = _LOG_LINE.match(text)
+    if not match:
+        return {"time": None, "logger": None, "level": None, "message": text}
+    return match.groupdict()
+
+
+def tail_file(path: Path, limit: int, block: int = 65536) -> list[str]:
+    """The last `limit` lines of a file, reading backwards from its end."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            end = fh.tell()
+            data = b""
+            while end > 0 and data.count(b"\n") <= limit:
+                start = max(0, end - block)
+                fh.seek(start)
+                data = fh.read(end - start) + data
+                end = start
+    except OSError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    return [line for line in lines if line.strip()][-limit:]
+
+
+def log_files(strategy_id: int) -> list[Path]:
+    """Where a bot's log lines are on disk: FreqTrade's --logfile, then the console output of
+    its last launch (which holds the same lines when the log file was not written)."""
+    from app.runtime import paths
+    from app.runtime.launcher import CONSOLE_LOG
+
+    return [paths.log_path(strategy_id), paths.bot_dir(strategy_id) / CONSOLE_LOG]
+
+
+def strategy_logs(strategy_id: int, limit: int = 100) -> dict:
+    """The bot's last `limit` log lines from its API, else from its log file (bot down).
+
+    Lines come oldest first as {"time", "logger", "level", "message"}; "source" says where
+    they came from and "note" why the file was used.
+    """
+    from app.runtime.bot_client import BotError
+
+    strategy = get_strategy(strategy_id)
+    limit = parse_limit(limit)
+    note = None
+    if strategy.port and strategy.status in ("running", "stalled", "stopping"):
+        try:
+            answer = _bot_client(strategy).logs(limit=limit)
+            lines = [
+                {"time": row[0], "logger": row[2], "level": row[3], "message": row[4]}
+                for row in answer.get("logs", []) if isinstance(row, list) and len(row) >= 5
+            ]
+            return {"strategy_id": strategy.id, "limit": limit, "source": "bot",
+                    "log_count": len(lines), "logs": lines[-limit:], "note": None}
+        except BotError as exc:
+            note = f"Bot API unavailable ({exc.message}); showing the log file."
+    lines = []
+    for path in log_files(strategy.id):
+        lines = [_line(text) for text in tail_file(path, limit)]
+        if lines:
+            break
+    if not lines and note is None:
+        note = f"No log yet: {strategy.name} has not run on this host."
+    return {"strategy_id": strategy.id, "limit": limit, "source": "file",
+            "log_count": len(lines), "logs": lines, "note": note}
+
+
+# -------------------------------------------------------------------------------- overview
+
+
+def capacity() -> dict:
+    """The design's capacity block: limit, running, free slots, utilization, port range."""
+    from app.system.settings import current_settings
+
+    cap = current_settings().system.capacity
+    running = control.active_count()
+    limit = cap.max_strategies
+    return {
+        "max_strategies": limit,
+        "running_strategies": running,
+        "available_slots": max(limit - running, 0),
+        "utilization_percent": round(running * 100 / limit, 2) if limit else 100.0,
+        "port_range": f"{cap.port_range_start}-{cap.port_range_end}",
+        "can_start_more": running < limit,
+        "architecture": "multi_instance_reverse_proxy",
+    }
+
+
+def is_healthy(strategy: Strategy) -> bool:
+    """Running and not marked unhealthy by the monitor (health score ≥ 80 or not yet scored)."""
+    return strategy.status == "running" and (
+        strategy.health_score is None or strategy.health_score >= 80)
+
+
+def overview() -> dict:
+    """The design's GET /strategies/overview: summary by status, capacity, every strategy."""
+    from app.monitoring.capacity import port_pool_status
+    from app.system.settings import current_settings
+
+    strategies = list_strategies()
+    by_status = {status: 0 for status in STATUSES}
+    for strategy in strategies:
+        by_status[strategy.status] = by_status.get(strategy.status, 0) + 1
+    running = [s for s in strategies if s.status in ACTIVE_STATUSES]
+    healthy = [s for s in strategies if is_healthy(s)]
+    if not running:
+        gateway_status = "idle"
+    elif len(healthy) == len([s for s in running if s.status == "running"]) == len(running):
+        gateway_status = "healthy"
+    else:
+        gateway_status = "degraded"
+    cap = capacity()
+    now = isoformat(utcnow())
+    rows = []
+    for strategy in strategies:
+        row = to_dict(strategy)
+        row.update({
+            "runtime_status": strategy.status,
+            "is_running": strategy.status == "running",
+            "upstream_url": (f"http://{strategy.host or '127.0.0.1'}:{strategy.port}"
+                             if strategy.port else None),
+            "last_check": now,
+        })
+        rows.append(row)
+    return {
+        "summary": {
+            "total_strategies": len(strategies),
+            "running_strategies": len(running),
+            "healthy_strategies": len(healthy),
+            "by_status": by_status,
+            "gateway_status": gateway_status,
+        },
+        "capacity": cap,
+        "port_pool": port_pool_status(cap["running_strategies"]),
+        "strategies": rows,
+        "gateway_info": {
+            "port": current_settings().system.gateway.port,
+            "routes_count": len([s for s in strategies if s.port]),
+            "last_update": now,
+        },
+    }
