@@ -46,6 +46,8 @@ class MonitoringSettings:
     stall_minutes: int = 5
     restart_stalled: bool = False
     gateway_alert_below: int = 80
+    status_timeout: float = 6.0  # seconds per bot API call in the status sweep
+    status_concurrency: int = 64  # bots probed at once by the status sweep
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class RuntimeSettings:
     max_crashes: int = 5
     crash_window_minutes: int = 10
     backoff_max_seconds: int = 60
+    launcher: str = "subprocess"  # subprocess | fork (bots forked from a preloaded zygote)
 
 
 @dataclass(frozen=True)
@@ -160,15 +163,16 @@ class RateLimitSettings:
 @dataclass(frozen=True)
 class PrioritySettings:
     name: str = ""
-    delay_seconds: int = 0
+    delay_seconds: int = 0  # the latest a notification of this priority goes out
     channels: list[str] = field(default_factory=list)
+    digest: bool = False  # held and sent in the next digest instead of one by one
 
 
 def _default_priorities() -> dict[str, PrioritySettings]:
     return {
         "P0": PrioritySettings("Immediate", 0, ["sms", "feishu", "wechat"]),
         "P1": PrioritySettings("Within a minute", 60, ["feishu", "wechat", "email"]),
-        "P2": PrioritySettings("Digest", 300, ["email"]),
+        "P2": PrioritySettings("Digest", 300, ["email"], digest=True),
     }
 
 
@@ -182,9 +186,7 @@ class TimeSlotSettings:
 
 def _default_time_slots() -> dict[str, TimeSlotSettings]:
     return {
-        "work_hours": TimeSlotSettings(
-            "09:00", "18:00", ["P0", "P1", "P2"], ["sms", "feishu", "wechat", "email"]
-        ),
+        "work_hours": TimeSlotSettings("09:00", "18:00", ["P0", "P1", "P2"], ["all"]),
         "rest_hours": TimeSlotSettings("18:00", "09:00", ["P0"], ["sms"]),
     }
 
@@ -198,6 +200,73 @@ class TemplateSettings:
     include_chart_screenshot: bool = False
 
 
+# Channel types: type -> (family, required keys, optional keys). A family ("sms", "wechat", ...)
+# is what priorities and time slots usually name; they may also name a type, a channel, or "all".
+CHANNEL_COMMON_KEYS = ("type", "enabled", "timeout", "max_attempts", "retry_backoff",
+                       "verify_tls")
+CHANNEL_TYPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "inbox": ("inbox", (), ()),
+    "sms": ("sms", ("urls",), ()),
+    "sms_gateway": ("sms", ("url",), ("method", "headers", "body_template", "content_type",
+                                       "to")),
+    "feishu": ("feishu", ("webhook_url",), ("secret", "base_url")),
+    "lark": ("feishu", ("webhook_url",), ("secret", "base_url")),
+    "wecom_bot": ("wechat", ("webhook_url",), ("base_url",)),
+    "wecom_app": ("wechat", ("corp_id", "corp_secret", "agent_id"), ("to_user", "base_url")),
+    "email": ("email", ("host", "from_addr", "to"), ("port", "security", "username",
+                                                     "password")),
+    "telegram": ("telegram", ("bot_token", "chat_id"), ("base_url",)),
+    "discord": ("discord", ("webhook_url",), ("base_url",)),
+    "dingtalk": ("dingtalk", ("webhook_url",), ("secret", "base_url")),
+    "webhook": ("webhook", ("webhook_url",), ("secret", "headers", "base_url")),
+    "apprise": ("apprise", ("urls",), ()),
+}
+CHANNEL_FAMILIES = tuple(sorted({family for family, _, _ in CHANNEL_TYPES.values()}))
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """One notification channel; which keys apply depends on `type` (CHANNEL_TYPES)."""
+
+    type: str = "inbox"
+    enabled: bool = True
+    timeout: float = 10.0  # seconds per request
+    max_attempts: int = 5  # sends tried before the delivery is marked failed
+    retry_backoff: float = 5.0  # seconds before the 2nd attempt, doubled each time (max 300)
+    verify_tls: bool = True  # check the server's certificate (https, SMTP TLS)
+    base_url: str = ""  # replaces the scheme and host of the vendor URL (relays, tests)
+    webhook_url: str = ""
+    secret: str = ""  # signing secret (feishu, lark, dingtalk, webhook)
+    bot_token: str = ""
+    chat_id: str = ""
+    corp_id: str = ""
+    corp_secret: str = ""
+    agent_id: int = 0
+    to_user: str = "@all"
+    host: str = ""
+    port: int = 0  # 0: 587 for starttls, 465 for ssl, 25 for none
+    security: str = "starttls"  # starttls | ssl | none
+    username: str = ""
+    password: str = ""
+    from_addr: str = ""
+    to: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # apprise URLs
+    url: str = ""  # generic SMS gateway endpoint (may use {{ to }} / {{ message }})
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body_template: str = ""
+    content_type: str = "application/json"
+
+    @property
+    def family(self) -> str:
+        """The family priorities and time slots name (sms, feishu, wechat, email, ...)."""
+        return CHANNEL_TYPES.get(self.type, (self.type, (), ()))[0]
+
+
+def _default_channels() -> dict[str, ChannelSettings]:
+    return {"inbox": ChannelSettings(type="inbox")}
+
+
 @dataclass(frozen=True)
 class NotificationSettings:
     timezone: str = "Asia/Shanghai"
@@ -205,7 +274,7 @@ class NotificationSettings:
     priorities: dict[str, PrioritySettings] = field(default_factory=_default_priorities)
     time_slots: dict[str, TimeSlotSettings] = field(default_factory=_default_time_slots)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
-    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channels: dict[str, ChannelSettings] = field(default_factory=_default_channels)
 
 
 # ------------------------------------------------------------------------------ proxy.yml
@@ -268,6 +337,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "system.security.min_password_length": (lambda v: 1 <= v <= 128, "must be 1..128"),
     "system.security.max_login_attempts": (lambda v: v >= 1, "must be at least 1"),
     "system.monitoring.gateway_alert_below": (lambda v: 0 <= v <= 100, "must be 0..100"),
+    "system.monitoring.status_timeout": (lambda v: 0.1 <= v <= 60, "must be 0.1..60 seconds"),
+    "system.monitoring.status_concurrency": (lambda v: 1 <= v <= 1000, "must be 1..1000"),
     "notifications.rate_limiting.global_max_per_minute": (lambda v: v >= 1, "must be >= 1"),
     "proxy.health_check.success_rate_threshold": (lambda v: 0 <= v <= 100, "must be 0..100"),
 }
@@ -386,6 +457,11 @@ def _validate_whole(s: Settings) -> None:
         raise ConfigError(
             "system.yml", "system.capacity.port_range_end", "must not be below port_range_start"
         )
+    if s.system.runtime.launcher not in ("subprocess", "fork"):
+        raise ConfigError(
+            "system.yml", "system.runtime.launcher",
+            f"must be subprocess or fork, got {s.system.runtime.launcher!r}",
+        )
     for name, slot in s.notifications.time_slots.items():
         for k in ("start_time", "end_time"):
             if not _TIME_RE.match(getattr(slot, k)):
@@ -415,6 +491,73 @@ def _validate_whole(s: Settings) -> None:
             "notifications.templates.signal_template",
             "must be simple, detailed or custom",
         )
+    _validate_channels(s)
+
+
+_CHANNEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def _validate_channels(s: Settings) -> None:
+    """Channel types, the keys each type takes, and the channel names rules refer to."""
+    file = "notifications.yml"
+    raw = (s.raw.get("notifications") or {}).get("notifications") or {}
+    raw_channels = raw.get("channels") or {}
+    for name, channel in s.notifications.channels.items():
+        key = f"notifications.channels.{name}"
+        if not _CHANNEL_NAME_RE.match(name):
+            raise ConfigError(file, key, "channel names are 1-32 of a-z, 0-9, _ and -, "
+                              "starting with a letter or digit")
+        if raw_channels.get(name) is not None and "type" not in raw_channels[name]:
+            raise ConfigError(file, f"{key}.type", "required: one of " + ", ".join(CHANNEL_TYPES))
+        if channel.type not in CHANNEL_TYPES:
+            raise ConfigError(file, f"{key}.type", f"unknown channel type {channel.type!r}; "
+                              f"one of {', '.join(CHANNEL_TYPES)}")
+        _, required, optional = CHANNEL_TYPES[channel.type]
+        allowed = set(CHANNEL_COMMON_KEYS) | set(required) | set(optional)
+        for given in raw_channels.get(name) or {}:
+            if given not in allowed:
+                raise ConfigError(file, f"{key}.{given}",
+                                  f"not used by a {channel.type} channel")
+        if channel.enabled:
+            for needed in required:
+                if getattr(channel, needed) in ("", [], 0):
+                    raise ConfigError(file, f"{key}.{needed}",
+                                      f"required for a {channel.type} channel")
+        if channel.timeout <= 0 or channel.timeout > 300:
+            raise ConfigError(file, f"{key}.timeout", "must be more than 0 and at most 300")
+        if not 1 <= channel.max_attempts <= 50:
+            raise ConfigError(file, f"{key}.max_attempts", "must be 1..50")
+        if channel.retry_backoff < 0:
+            raise ConfigError(file, f"{key}.retry_backoff", "must not be negative")
+        if channel.security not in ("starttls", "ssl", "none"):
+            raise ConfigError(file, f"{key}.security", "must be starttls, ssl or none")
+        if channel.method.upper() not in ("GET", "POST", "PUT"):
+            raise ConfigError(file, f"{key}.method", "must be GET, POST or PUT")
+        for url_key in ("base_url", "webhook_url", "url"):
+            value = getattr(channel, url_key)
+            if value and not value.startswith(("http://", "https://")):
+                raise ConfigError(file, f"{key}.{url_key}", "must start with http:// or https://")
+    known = set(s.notifications.channels) | set(CHANNEL_TYPES) | set(CHANNEL_FAMILIES) | {"all"}
+    rules = [(f"notifications.priorities.{n}.channels", p.channels)
+             for n, p in s.notifications.priorities.items()]
+    rules += [(f"notifications.time_slots.{n}.enabled_channels", t.enabled_channels)
+              for n, t in s.notifications.time_slots.items()]
+    for key, names in rules:
+        for i, name in enumerate(names):
+            if name not in known:
+                raise ConfigError(file, f"{key}[{i}]", f"{name!r} is neither a channel, a "
+                                  f"channel type nor a family ({', '.join(CHANNEL_FAMILIES)})")
+    for name, slot in s.notifications.time_slots.items():
+        for i, p in enumerate(slot.enabled_priorities):
+            if p not in ("P0", "P1", "P2"):
+                raise ConfigError(file, f"notifications.time_slots.{name}.enabled_priorities[{i}]",
+                                  f"must be P0, P1 or P2, got {p!r}")
+    if s.notifications.rate_limiting.batch_interval < 10:
+        raise ConfigError(file, "notifications.rate_limiting.batch_interval",
+                          "must be at least 10 seconds")
+    if s.notifications.rate_limiting.same_pair_interval < 0:
+        raise ConfigError(file, "notifications.rate_limiting.same_pair_interval",
+                          "must not be negative")
 
 
 def config_dir() -> Path:
@@ -453,4 +596,5 @@ def as_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["ConfigError", "Settings", "load_settings", "as_dict", "config_dir", "PROJECT_ROOT"]
+__all__ = ["ConfigError", "Settings", "load_settings", "as_dict", "config_dir", "PROJECT_ROOT",
+           "CHANNEL_TYPES", "CHANNEL_FAMILIES", "ChannelSettings"]

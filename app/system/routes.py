@@ -43,5 +43,8 @@ def config_reload():
 
 @bp.get("/")
 def index():
+    from app.monitoring.service import system_page_context
+
     report, _ = system_health()
-    return render_page("system/page.html", "system/_health.html", health=report)
+    return render_page("system/page.html", "system/_health.html", health=report,
+                       **system_page_context())

@@ -15,6 +15,20 @@ Interval = int | Callable[[Settings], int]
 PERIODIC_JOBS: list[tuple[str, str, Interval, int]] = [
     # (function, queue, interval, timeout) -- each domain adds its rows here.
     ("app.tasks.monitoring.sweep_alerts", "monitoring", 30, 120),
+    ("app.tasks.signals.sweep_outbox", "default", 15, 120),
+    ("app.tasks.notifications.send_digests", "notifications",
+     lambda s: s.notifications.rate_limiting.batch_interval, 300),
+    ("app.tasks.notifications.deliver_due", "notifications", 15, 120),
+    ("app.tasks.monitoring.sample_system", "monitoring",
+     lambda s: s.system.monitoring.system_status_interval, 60),
+    ("app.tasks.monitoring.sweep_strategies", "monitoring",
+     lambda s: s.system.monitoring.strategy_status_interval, 120),
+    ("app.tasks.monitoring.check_gateway", "monitoring",
+     lambda s: s.system.monitoring.gateway_health_interval, 60),
+    ("app.tasks.monitoring.record_capacity", "monitoring",
+     lambda s: s.system.monitoring.capacity_interval, 120),
+    ("app.tasks.gateway.check_routes", "monitoring",
+     lambda s: s.system.monitoring.gateway_health_interval, 120),
 ]
 
 

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 class AppWorker(Worker):
     """RQ worker whose work horse (a fork) gets fresh database connections."""
 
-    def perform_job(self, job, queue):  # runs in the forked work horse
+    def perform_job(self, job, queue, *args, **kwargs):  # runs in the forked work horse
+        # rq 3 passes the execution too; a narrower signature kills every horse (exit 1).
         db.engine.dispose(close=False)
-        return super().perform_job(job, queue)
+        return super().perform_job(job, queue, *args, **kwargs)
 
 
 def run_worker(queue_names: list[str], burst: bool = False) -> None:
@@ -38,17 +39,21 @@ def _resolve(path: str):
     return getattr(mod, name)
 
 
+def schedule_signature() -> tuple:
+    """(job, interval) pairs as the current settings ask for them."""
+    settings = current_settings()
+    return tuple((path, interval_of(interval, settings)) for path, _, interval, _ in PERIODIC_JOBS)
+
+
 def build_scheduler() -> tuple[CronScheduler, tuple]:
     """A CronScheduler with every row of PERIODIC_JOBS at the configured intervals."""
     settings = current_settings()
     scheduler = CronScheduler(connection=redis_store.client, name="btcw-cron")
-    signature = []
     for path, queue, interval, timeout in PERIODIC_JOBS:
-        seconds = interval_of(interval, settings)
-        scheduler.register(_resolve(path), queue_name=queue, interval=seconds,
-                           job_timeout=timeout, name=path)
-        signature.append((path, seconds))
-    return scheduler, tuple(signature)
+        scheduler.register(_resolve(path), queue_name=queue,
+                           interval=interval_of(interval, settings), job_timeout=timeout,
+                           name=path)
+    return scheduler, schedule_signature()
 
 
 def run_cron(app: Flask, max_seconds: float | None = None) -> None:
@@ -66,11 +71,10 @@ def run_cron(app: Flask, max_seconds: float | None = None) -> None:
     try:
         while not stop["now"]:
             refresh_if_changed()
-            fresh, new_signature = build_scheduler()
-            if new_signature != signature:
+            if schedule_signature() != signature:
                 log.info("periodic job intervals changed, rebuilding the schedule")
                 scheduler.register_death()
-                scheduler, signature = fresh, new_signature
+                scheduler, signature = build_scheduler()
                 scheduler.register_birth()
             if scheduler.enqueue_jobs():
                 scheduler.save()

@@ -1,0 +1,388 @@
+"""The strategy status sweep: every running bot probed concurrently, scored, checked for stalls.
+
+One probe asks a bot three things through its BotClient: `/api/v1/health` (FreqTrade's loop
+timestamp; the call's duration is the response time the score uses), `/api/v1/show_config`
+(the bot's state) and `/api/v1/pair_candles?limit=1` for its first pair (the newest candle it
+analysed; stall.py). Probes run concurrently (gevent greenlets in a gevent-patched process,
+threads elsewhere). `fetch_all` asks every bot for one path with the same query; a probe needs
+three calls per bot and a different pair per bot, so the sweep runs whole probes side by side
+with the same per-call timeout and overall budget that fetch_all uses.
+
+After the probes the sweep stores each bot's score on Strategy.health_score and
+Strategy.last_processed_at (close time of the newest analysed candle), marks stalls and
+recoveries, caches each bot's status in Redis (`btcw:strategy:status:<id>`) with a summary
+(`btcw:strategies:summary`), and writes MetricSamples: one per bot when its score changes or at
+most every 5 minutes, plus one summary sample per sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, select, update
+
+from app.clock import utcnow
+from app.extensions import db, redis_store
+from app.monitoring import stall
+from app.monitoring.health_score import health_score
+from app.monitoring.models import MetricSample
+from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable
+from app.strategies.models import Strategy
+from app.system.settings import current_settings
+
+log = logging.getLogger(__name__)
+
+SWEPT_STATUSES = ("running", "stalled")
+STATUS_KEY = "btcw:strategy:status:{id}"
+SUMMARY_KEY = "btcw:strategies:summary"
+SAMPLE_EVERY = 300  # seconds: a bot whose score did not change is sampled this often
+
+
+@dataclass(frozen=True)
+class BotTarget:
+    """What a probe needs from a Strategy row (a plain copy, safe to hand to other threads)."""
+
+    id: int
+    name: str
+    host: str | None
+    port: int | None
+    api_username: str
+    api_password: str
+    timeframe: str
+    pair: str | None
+    status: str
+    started_at: datetime | None
+    health_score: int | None
+
+    @classmethod
+    def of(cls, strategy: Strategy) -> BotTarget:
+        """The target for a Strategy row."""
+        pairs = strategy.pairs or []
+        return cls(strategy.id, strategy.name, strategy.host, strategy.port,
+                   strategy.api_username, strategy.api_password, strategy.timeframe,
+                   pairs[0] if pairs else None, strategy.status, strategy.started_at,
+                   strategy.health_score)
+
+
+@dataclass
+class Observation:
+    """What one probe saw."""
+
+    strategy_id: int
+    status: str = "healthy"  # healthy | unreachable | timeout | error
+    response_time: float | None = None  # seconds, of the health call
+    state: str | None = None
+    last_process_ts: float | None = None
+    candle_close_ts: float | None = None
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _connection_status(exc: BotError) -> str:
+    if isinstance(exc, BotUnreachable):
+        return "unreachable"
+    if isinstance(exc, BotTimeout):
+        return "timeout"
+    return "error"
+
+
+def probe(target: BotTarget, client: BotClient | None, timeout: float,
+          setup_error: BotError | None = None) -> Observation:
+    """Ask one bot for its health, state and newest candle; never raises for a bot problem."""
+    obs = Observation(target.id)
+    if client is None:
+        obs.status = _connection_status(setup_error) if setup_error else "unreachable"
+        obs.error = setup_error.message if setup_error else "no client"
+        return obs
+    started = time.monotonic()
+    try:
+        health = client.get("health", timeout=timeout)
+        obs.response_time = time.monotonic() - started
+        if isinstance(health, dict) and health.get("last_process_ts"):
+            obs.last_process_ts = float(health["last_process_ts"])
+        config = client.get("show_config", timeout=timeout)
+        if isinstance(config, dict):
+            obs.state = config.get("state")
+    except BotError as exc:
+        if obs.response_time is None and not isinstance(exc, BotUnreachable):
+            obs.response_time = time.monotonic() - started
+        obs.status = _connection_status(exc)
+        obs.error = exc.message
+        return obs
+    if target.pair:
+        try:
+            candles = client.get("pair_candles", timeout=timeout, params={
+                "pair": target.pair, "timeframe": target.timeframe, "limit": 1})
+            stop = candles.get("data_stop_ts") if isinstance(candles, dict) else None
+            obs.candle_close_ts = stall.candle_close_ts(stop, target.timeframe)
+        except BotError as exc:
+            if isinstance(exc, BotUnreachable | BotTimeout):
+                obs.status, obs.error = _connection_status(exc), exc.message
+            else:  # e.g. the pair left the whitelist: no candle figure, not a sick bot
+                obs.notes.append(f"pair_candles: {exc.message}")
+        except ValueError as exc:
+            obs.notes.append(f"pair_candles: {exc}")
+    return obs
+
+
+def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -> list[Observation]:
+    """Probe every target at once (bounded concurrency); results in input order.
+
+    The whole call ends within about 3 x timeout + connect timeout per round of `concurrency`
+    bots even if some bot hangs; a probe that did not finish by then counts as a timeout.
+    """
+    if not targets:
+        return []
+    prepared: list[tuple[BotTarget, BotClient | None, BotError | None]] = []
+    for target in targets:  # clients are made here, in the app context (settings, pool)
+        try:
+            prepared.append((target, BotClient.for_strategy(target, timeout=timeout), None))
+        except BotError as exc:
+            prepared.append((target, None, exc))
+    results: list[Observation | None] = [None] * len(prepared)
+
+    def one(index: int) -> None:
+        target, client, error = prepared[index]
+        try:
+            results[index] = probe(target, client, timeout, error)
+        except Exception as exc:  # noqa: BLE001 - one broken bot must not end the sweep
+            log.exception("status probe of strategy %s failed", target.id)
+            results[index] = Observation(target.id, status="error", error=str(exc)[:300])
+
+    width = max(1, min(concurrency, len(prepared)))
+    rounds = -(-len(prepared) // width)
+    connect = current_settings().system.gateway.connect_timeout
+    budget = (3 * timeout + connect + 1.0) * rounds
+    if _gevent_patched():
+        from gevent.pool import Pool
+
+        pool = Pool(width)
+        for i in range(len(prepared)):
+            pool.spawn(one, i)
+        pool.join(timeout=budget)
+        pool.kill(block=False)
+    else:
+        executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix="status_sweep")
+        futures = [executor.submit(one, i) for i in range(len(prepared))]
+        end = time.monotonic() + budget
+        try:
+            for future in futures:
+                future.result(timeout=max(0.0, end - time.monotonic()))
+        except FutureTimeout:
+            pass
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+    return [r if r is not None else Observation(prepared[i][0].id, status="timeout",
+                                                 error=f"no answer within {budget:.0f} s")
+            for i, r in enumerate(results)]
+
+
+def _gevent_patched() -> bool:
+    """True in the gevent-patched web and gateway processes (greenlets instead of threads)."""
+    from gevent import monkey
+
+    return monkey.is_module_patched("socket")
+
+
+@dataclass
+class BotReport:
+    """One bot after the sweep: what was seen, its score and its stall verdict."""
+
+    target: BotTarget
+    observation: Observation
+    score: int
+    deductions: list[dict]
+    verdict: stall.StallVerdict | None
+
+    def as_status(self, now: float) -> dict:
+        """The cached status of one bot (the design's strategy status shape, plus ours)."""
+        obs = self.observation
+        return {
+            "strategy_id": self.target.id,
+            "name": self.target.name,
+            "status": obs.status,
+            "response_time": None if obs.response_time is None
+            else round(obs.response_time * 1000, 1),  # milliseconds, as the design
+            "data": {
+                "state": obs.state,
+                "last_process": obs.last_process_ts,
+                "last_candle_close": obs.candle_close_ts,
+            },
+            "error": obs.error,
+            "notes": obs.notes,
+            "health_score": self.score,
+            "deductions": self.deductions,
+            "stalled": bool(self.verdict and self.verdict.stalled),
+            "candle_age": None if not self.verdict or self.verdict.candle_age is None
+            else round(self.verdict.candle_age, 1),
+            "stall_window": self.verdict.window if self.verdict else None,
+            "stall_reason": self.verdict.reason if self.verdict else "",
+            "last_update": now,
+            "monitoring_mode": "multi_instance",
+        }
+
+
+def assess(target: BotTarget, obs: Observation, now: float, stall_minutes: float) -> BotReport:
+    """Stall verdict and health score of one probed bot."""
+    verdict = None
+    if obs.status == "healthy":
+        try:
+            verdict = stall.judge(state=obs.state, candle_close=obs.candle_close_ts,
+                                  started_at=target.started_at, timeframe=target.timeframe,
+                                  stall_minutes=stall_minutes, now=now)
+        except ValueError as exc:
+            obs.notes.append(str(exc))
+    loop_age = now - obs.last_process_ts if obs.last_process_ts else None
+    score = health_score(obs.status, obs.response_time, obs.state, loop_age,
+                         stalled=bool(verdict and verdict.stalled))
+    return BotReport(target, obs, score.value, score.as_dict()["deductions"], verdict)
+
+
+def sweep_strategies() -> dict:
+    """Probe every running bot, store scores, mark stalls and recoveries; a summary dict."""
+    settings = current_settings().system.monitoring
+    started = time.monotonic()
+    rows = db.session.scalars(
+        select(Strategy).where(Strategy.deleted_at.is_(None),
+                               Strategy.status.in_(SWEPT_STATUSES),
+                               Strategy.port.is_not(None)).order_by(Strategy.id)
+    ).all()
+    targets = [BotTarget.of(s) for s in rows]
+    db.session.rollback()  # no transaction held open while the bots are asked
+    observations = probe_all(targets, settings.status_timeout, settings.status_concurrency)
+    probed = time.monotonic() - started
+    now = time.time()
+    reports = [assess(t, o, now, settings.stall_minutes)
+               for t, o in zip(targets, observations, strict=True)]
+    _store_scores(reports, now)
+    stalled, recovered = _apply_stalls(reports, settings)
+    summary = _summary(reports, now, probed, time.monotonic() - started)
+    summary["newly_stalled"], summary["recovered"] = stalled, recovered
+    _cache(reports, summary, now, settings)
+    return summary
+
+
+def _store_scores(reports: list[BotReport], now: float) -> None:
+    """Health score and last candle time on each Strategy; MetricSamples; one commit."""
+    if not reports:
+        return
+    table = Strategy.__table__
+    params = []
+    for r in reports:
+        close = r.observation.candle_close_ts
+        params.append({
+            "sid": r.target.id, "score": r.score,
+            "processed": datetime.fromtimestamp(close, UTC).replace(tzinfo=None) if close
+            else None,
+        })
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("sid")).values(
+            health_score=bindparam("score"),
+            last_processed_at=db.func.coalesce(bindparam("processed", type_=db.DateTime),
+                                               table.c.last_processed_at),
+            updated_at=table.c.updated_at,  # a score is not an edit of the strategy
+        ),
+        params,
+    )
+    recorded = utcnow()
+    new_bucket = int(now // SAMPLE_EVERY) != int(
+        (now - current_settings().system.monitoring.strategy_status_interval) // SAMPLE_EVERY)
+    for r in reports:
+        if new_bucket or r.score != r.target.health_score:
+            db.session.add(MetricSample(kind="strategy", strategy_id=r.target.id,
+                                        recorded_at=recorded, data=_sample_data(r)))
+    db.session.commit()
+
+
+def _sample_data(r: BotReport) -> dict:
+    obs = r.observation
+    return {"health_score": r.score, "status": obs.status, "state": obs.state,
+            "response_time": None if obs.response_time is None else round(obs.response_time, 4),
+            "stalled": bool(r.verdict and r.verdict.stalled),
+            "candle_age": None if not r.verdict or r.verdict.candle_age is None
+            else round(r.verdict.candle_age, 1)}
+
+
+def _apply_stalls(reports: list[BotReport], settings) -> tuple[list[int], list[int]]:
+    """Mark newly stalled bots and recovered ones; ids of each."""
+    open_alerts = stall.strategies_with_open_stall_alert()
+    stalled, recovered = [], []
+    for r in reports:
+        if r.verdict is None or r.verdict.stalled is None:
+            continue
+        sid = r.target.id
+        if r.verdict.stalled and r.target.status == "running":
+            if stall.mark_stalled(sid, r.verdict.reason, settings.restart_stalled,
+                                  r.verdict.window):
+                stalled.append(sid)
+        elif not r.verdict.stalled and (r.target.status == "stalled" or sid in open_alerts):
+            if stall.mark_recovered(sid, r.verdict.candle_age, open_alert=sid in open_alerts):
+                recovered.append(sid)
+    return stalled, recovered
+
+
+def _summary(reports: list[BotReport], now: float, probed: float, total: float) -> dict:
+    counts: dict[str, int] = {}
+    for r in reports:
+        counts[r.observation.status] = counts.get(r.observation.status, 0) + 1
+    scores = [r.score for r in reports]
+    return {
+        "total_strategies": len(reports),
+        "healthy_strategies": counts.get("healthy", 0),
+        "error_strategies": counts.get("error", 0),
+        "unreachable_strategies": counts.get("unreachable", 0),
+        "timeout_strategies": counts.get("timeout", 0),
+        "stalled_strategies": sum(1 for r in reports if r.verdict and r.verdict.stalled),
+        "average_health_score": round(sum(scores) / len(scores), 1) if scores else None,
+        "probe_seconds": round(probed, 3),
+        "sweep_seconds": round(total, 3),
+        "last_update": now,
+    }
+
+
+def _cache(reports: list[BotReport], summary: dict, now: float, settings) -> None:
+    """Each bot's status and the summary in Redis; the summary announced to live pages."""
+    from app.monitoring.service import publish_live
+
+    ttl = max(int(settings.strategy_status_cache_ttl), 1)
+    try:
+        pipe = redis_store.client.pipeline(transaction=False)
+        for r in reports:
+            pipe.set(STATUS_KEY.format(id=r.target.id), json.dumps(r.as_status(now)), ex=ttl)
+        pipe.set(SUMMARY_KEY, json.dumps(summary),
+                 ex=max(ttl, int(settings.strategy_status_interval) + 15))
+        pipe.execute()
+    except RedisError as exc:
+        log.warning("strategy statuses not cached (Redis: %s)", exc)
+    publish_live("strategies_summary", summary)
+
+
+def cached_status(strategy_id: int) -> dict | None:
+    """The last sweep's status of one bot, if still cached."""
+    try:
+        raw = redis_store.client.get(STATUS_KEY.format(id=int(strategy_id)))
+    except RedisError:
+        return None
+    return json.loads(raw) if raw else None
+
+
+def cached_summary() -> dict | None:
+    """The last sweep's summary, if still cached."""
+    try:
+        raw = redis_store.client.get(SUMMARY_KEY)
+    except RedisError:
+        return None
+    return json.loads(raw) if raw else None
+
+
+def observation_dict(obs: Observation) -> dict[str, Any]:
+    """JSON-ready form of an Observation (CLI, bench)."""
+    return asdict(obs)

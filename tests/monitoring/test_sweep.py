@@ -1,0 +1,165 @@
+"""The strategy status sweep against stand-in bots: scores, stalls, recoveries, caching."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from app.extensions import db, redis_store
+from app.monitoring import bot_status
+from app.monitoring.models import Alert, MetricSample
+from app.strategies.models import Strategy, StrategyEvent
+from tests.support.servers import free_port
+
+
+def _fresh(strategy_id: int) -> Strategy:
+    db.session.rollback()
+    return db.session.get(Strategy, strategy_id, populate_existing=True)
+
+
+def test_sweep_scores_every_bot_and_stores_it(make_strategy, standin):
+    good = standin()
+    stopped = standin(state="stopped")
+    failing = standin(status_code=500)
+    s_good = make_strategy(port=good.port)
+    s_stopped = make_strategy(port=stopped.port)
+    s_failing = make_strategy(port=failing.port)
+    s_gone = make_strategy(port=free_port())  # nothing listens there
+    s_idle = make_strategy(port=standin(loop_age=600).port)
+    make_strategy(name="not-running", status="stopped", port=None)
+
+    summary = bot_status.sweep_strategies()
+
+    scores = {s.id: _fresh(s.id).health_score for s in (s_good, s_stopped, s_failing, s_gone,
+                                                        s_idle)}
+    assert scores == {s_good.id: 100, s_stopped.id: 80, s_failing.id: 70, s_gone.id: 60,
+                      s_idle.id: 80}
+    assert summary["total_strategies"] == 5
+    assert summary["healthy_strategies"] == 3
+    assert summary["error_strategies"] == 1
+    assert summary["unreachable_strategies"] == 1
+    assert _fresh(s_good.id).last_processed_at is not None
+
+    cached = bot_status.cached_status(s_stopped.id)
+    assert cached["data"]["state"] == "stopped"
+    assert cached["deductions"] == [{"reason": "bot state is stopped", "points": 20}]
+    assert bot_status.cached_summary()["average_health_score"] == 78.0
+    assert redis_store.client.ttl(bot_status.STATUS_KEY.format(id=s_good.id)) > 0
+
+    samples = db.session.scalars(select(MetricSample).where(MetricSample.kind == "strategy")).all()
+    assert {s.strategy_id for s in samples} == set(scores)
+
+
+def test_sweep_sends_the_bots_credentials(make_strategy, standin):
+    strategy = make_strategy(port=0)
+    bot = standin(username=strategy.api_username, password=strategy.api_password)
+    strategy.port = bot.port
+    db.session.commit()
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).health_score == 100
+    bot.config["password"] = "something-else"  # the bot answers 401: an error
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).health_score == 70
+
+
+def test_slow_bot_loses_points(make_strategy, standin):
+    strategy = make_strategy(port=standin(delay=1.2).port)
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).health_score == 95
+
+
+def test_a_hung_bot_does_not_hold_up_the_sweep(make_strategy, standin, monitoring_settings):
+    monitoring_settings(status_timeout=0.5)
+    hung = make_strategy(port=standin(delay=5).port)
+    fine = make_strategy(port=standin().port)
+    started = time.monotonic()
+    summary = bot_status.sweep_strategies()
+    assert time.monotonic() - started < 3
+    assert summary["timeout_strategies"] == 1, summary
+    assert _fresh(hung.id).health_score == 80 - 0  # timeout: other non-healthy
+    assert _fresh(fine.id).health_score == 100
+
+
+def test_stall_is_marked_alerted_once_and_recovers(make_strategy, standin):
+    bot = standin(candles_stop_at=time.time() - 10 * 60)  # 1m candles, none for 10 min
+    strategy = make_strategy(port=bot.port)
+
+    summary = bot_status.sweep_strategies()
+    assert summary["newly_stalled"] == [strategy.id]
+    row = _fresh(strategy.id)
+    assert row.status == "stalled"
+    assert "no new candle" in row.status_message
+    assert row.health_score == 80
+    alerts = db.session.scalars(select(Alert).where(Alert.kind == "bot_stalled")).all()
+    assert len(alerts) == 1 and alerts[0].strategy_id == strategy.id
+    assert "window 5.0 min" in alerts[0].message
+
+    bot_status.sweep_strategies()  # still stalled: no second alert
+    assert db.session.scalar(select(db.func.count(Alert.id)).where(
+        Alert.kind == "bot_stalled")) == 1
+
+    bot.config["candles_stop_at"] = None  # candles flow again
+    summary = bot_status.sweep_strategies()
+    assert summary["recovered"] == [strategy.id]
+    row = _fresh(strategy.id)
+    assert row.status == "running" and row.health_score == 100
+    assert db.session.get(Alert, alerts[0].id, populate_existing=True).resolved_at is not None
+    kinds = [e.kind for e in db.session.scalars(
+        select(StrategyEvent).where(StrategyEvent.strategy_id == strategy.id)
+        .order_by(StrategyEvent.id))]
+    assert kinds == ["stalled", "recovered"]
+    assert db.session.scalar(select(db.func.count(Alert.id)).where(
+        Alert.kind == "bot_recovered")) == 1
+
+
+def test_window_is_twice_the_timeframe_when_longer(make_strategy, standin, monitoring_settings):
+    monitoring_settings(stall_minutes=1)
+    # 5m candles, newest closed 8 minutes ago: inside 2 x 5m = 10 min, so not stalled...
+    bot = standin(timeframe="5m", candles_stop_at=time.time() - 3 * 60)
+    strategy = make_strategy(port=bot.port, timeframe="5m")
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).status == "running"
+    # ...while 1m candles stopped 3 minutes ago are past max(2 min, 1 min).
+    one_minute = make_strategy(port=standin(candles_stop_at=time.time() - 3 * 60).port)
+    bot_status.sweep_strategies()
+    assert _fresh(one_minute.id).status == "stalled"
+    assert _fresh(strategy.id).status == "running"
+
+
+def test_a_young_bot_gets_its_window_to_start(make_strategy, standin):
+    from app.clock import utcnow
+
+    strategy = make_strategy(port=standin(candles_stop_at=time.time() - 3600).port,
+                             started_at=utcnow())
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).status == "running"
+
+
+def test_stopped_or_unreachable_bots_are_not_called_stalled(make_strategy, standin):
+    paused = make_strategy(port=standin(state="stopped",
+                                        candles_stop_at=time.time() - 3600).port)
+    gone = make_strategy(port=free_port())
+    bot_status.sweep_strategies()
+    assert _fresh(paused.id).status == "running"
+    assert _fresh(gone.id).status == "running"
+
+
+def test_stalled_bot_is_restarted_once_per_window(make_strategy, standin, monitoring_settings):
+    from app.runtime import hosts
+
+    monitoring_settings(restart_stalled=True)
+    strategy = make_strategy(port=standin(candles_stop_at=time.time() - 3600).port)
+    bot_status.sweep_strategies()
+    commands = redis_store.client.lrange(hosts.commands_key("127.0.0.1"), 0, -1)
+    assert len(commands) == 1 and b'"restart"' in commands[0]
+    alert = db.session.scalar(select(Alert).where(Alert.kind == "bot_stalled"))
+    assert "being restarted" in alert.message
+
+    # The supervisor restarts it; the exchange is still frozen: stalled again, no 2nd restart.
+    db.session.execute(db.update(Strategy).where(Strategy.id == strategy.id)
+                       .values(status="running"))
+    db.session.commit()
+    bot_status.sweep_strategies()
+    assert _fresh(strategy.id).status == "stalled"
+    assert redis_store.client.llen(hosts.commands_key("127.0.0.1")) == 1
