@@ -89,6 +89,9 @@ def _view(endpoint: str):
 
 def register(app: Flask) -> None:
     """Install the guard and expose `current_user` to templates."""
+    from app.system.settings import refresh_if_changed
+
+    app.before_request(refresh_if_changed)
     app.before_request(_guard)
 
     @app.context_processor

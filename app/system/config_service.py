@@ -9,20 +9,20 @@ NAMES = CONFIG_FILES
 SECRET_WORDS = ("secret", "password", "token", "key", "webhook")
 
 
-def _mask(value):
-    """Secrets shown as the first 4 characters and stars."""
+def _mask(value, parent: str = ""):
+    """Secrets shown masked: channel secrets the way the settings page shows them."""
+    from app.notifications.channels.base import mask
+    from app.notifications.settings_editor import SECRET_KEYS, masked
+
     if isinstance(value, dict):
-        return {k: (_mask_value(v) if any(w in k.lower() for w in SECRET_WORDS)
-                    else _mask(v)) for k, v in value.items()}
+        if parent == "channels":
+            return {name: {k: masked(k, v) if k in SECRET_KEYS else v for k, v in ch.items()}
+                    for name, ch in value.items()}
+        return {k: (mask(str(v)) if any(w in k.lower() for w in SECRET_WORDS)
+                    and isinstance(v, str) else _mask(v, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask(v) for v in value]
+        return [_mask(v, parent) for v in value]
     return value
-
-
-def _mask_value(v):
-    if isinstance(v, str) and v:
-        return v[:4] + "****" if len(v) > 8 else "****"
-    return _mask(v)
 
 
 def config_view(name: str) -> dict:

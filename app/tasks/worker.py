@@ -23,6 +23,7 @@ class AppWorker(Worker):
     def perform_job(self, job, queue, *args, **kwargs):  # runs in the forked work horse
         # rq 3 passes the execution too; a narrower signature kills every horse (exit 1).
         db.engine.dispose(close=False)
+        refresh_if_changed()
         return super().perform_job(job, queue, *args, **kwargs)
 
 

@@ -73,8 +73,10 @@ def test_broken_yaml_names_the_line(folder):
 def test_env_expansion_in_notifications(folder, monkeypatch):
     monkeypatch.setenv("FEISHU_SECRET", "s3cr3t")
     _write(folder, "notifications.yml",
-           "notifications:\n  channels:\n    feishu:\n      secret: ${FEISHU_SECRET}\n")
-    assert load_settings(folder).notifications.channels["feishu"]["secret"] == "s3cr3t"
+           "notifications:\n  channels:\n    feishu:\n      type: feishu\n"
+           "      webhook_url: https://open.feishu.cn/open-apis/bot/v2/hook/x\n"
+           "      secret: ${FEISHU_SECRET}\n")
+    assert load_settings(folder).notifications.channels["feishu"].secret == "s3cr3t"
 
 
 def test_config_api_shows_file_with_secrets_masked(client, auth):
@@ -101,3 +103,20 @@ def test_reload_with_bad_file_keeps_last_good(app, client, auth, config_dir):
     finally:
         (config_dir / "system.yml").write_text(original)
         client.post("/api/v1/system/config/reload", headers=headers)
+
+
+def test_config_api_masks_channel_secrets(app, client, auth, config_dir):
+    original = (config_dir / "notifications.yml").read_text()
+    try:
+        (config_dir / "notifications.yml").write_text(
+            "notifications:\n  channels:\n    ops:\n      type: webhook\n"
+            "      webhook_url: https://hooks.example/T0KEN-abcdefghijklmnop\n"
+            "      secret: hmac-secret-value-123\n"
+        )
+        client.post("/api/v1/system/config/reload", headers={"X-CSRFToken": auth.csrf()})
+        text = client.get("/api/v1/system/config/notifications").get_data(as_text=True)
+        assert "abcdefghijklmnop" not in text and "hmac-secret-value-123" not in text
+        assert "hooks.example" in text
+    finally:
+        (config_dir / "notifications.yml").write_text(original)
+        client.post("/api/v1/system/config/reload", headers={"X-CSRFToken": auth.csrf()})
