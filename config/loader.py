@@ -134,6 +134,7 @@ class SimulatorSettings:
     pairs: list[str] = field(
         default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT"]
     )
+    replay: list[str] = field(default_factory=list)  # "PAIR=path/to.csv": replay real candles
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,27 @@ def run_simulator(
 @simulator_cli.command("run")
 @simulator_options
 def run_command(**values: Any) -> None:
-    """Serve the simulated exchange (Binance spot public REST API) for dry-run bots."""
+    """Serve the simulated exchange (Binance spot public REST API) for dry-run bots.
+
+    Options not given on the command line come from the `simulator:` block of system.yml.
+    """
+    from click.core import ParameterSource
+
+    from app.system.settings import current_settings
+
     logging.basicConfig(level=logging.INFO)
+    configured = current_settings().system.simulator
+    from_config = {
+        "host": configured.host,
+        "port": configured.port,
+        "seed": configured.seed,
+        "pairs": ",".join(configured.pairs),
+        "replay": tuple(configured.replay),
+    }
+    ctx = click.get_current_context()
+    for name, value in from_config.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            values[name] = value
     run_simulator(**values)
 
 

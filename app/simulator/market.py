@@ -325,7 +325,7 @@ class MarketModel:
         The drift draws a zigzag: each trend leg runs from the previous leg's target to a new one
         on the other side of the anchor, so every leg is a real reversal. Between legs there may be
         a ranging swing (fast oscillations around the level) or a volatile chop (no direction,
-        twice the noise). Noise of one volatility per minute comes on top.
+        two volatilities of noise). Noise of LEG_NOISE volatilities per minute comes on top.
         """
         prof = self.profiles[pair]
         sigma = prof.volatility
