@@ -1,9 +1,206 @@
-"""Signal pages, JSON API and the webhook receiver."""
+"""Signal pages, JSON API, CSV export, the webhook receiver and the live WebSocket."""
 
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    request,
+    stream_with_context,
+    url_for,
+)
+
+from app.auth.guard import bearer_token, public
+from app.clock import utcnow
+from app.errors import error_response
+from app.extensions import db, sock
 from app.rendering import render_page
-from app.signals import bp
+from app.signals import api, bp, export, ingest, service, sockets
+from app.signals import live as live_feed
+from app.signals.grading import LEVELS
+from app.signals.ingest import ACTIONS, MAX_BODY_BYTES, MESSAGE_TYPES, WebhookError
+
+LIVE_PATH = "/ws/signals"
+
+# ----------------------------------------------------------------------------- webhook
+
+
+def _webhook_token() -> str | None:
+    return (request.args.get("token") or bearer_token()
+            or request.headers.get("X-Webhook-Token") or None)
+
+
+def _webhook_error(exc: WebhookError):
+    extra = {"field": exc.field} if exc.field else {}
+    return error_response(exc.status, exc.message, **extra)
+
+
+@api.post("/webhook/<int:strategy_id>")
+@public
+def webhook(strategy_id: int):
+    """A bot's webhook: token-authenticated, validated, stored once, then published."""
+    too_large = WebhookError(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB", "body")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return _webhook_error(too_large)
+    try:
+        auth = ingest.authenticate(strategy_id, _webhook_token())
+        body = request.stream.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+        result = ingest.ingest_webhook(auth, body)
+    except WebhookError as exc:
+        return _webhook_error(exc)
+    return jsonify(result.as_json())
+
+
+# ------------------------------------------------------------------------------- pages
+
+
+def _filter_error(exc: service.FilterError):
+    return error_response(400, exc.message, param=exc.param)
+
+
+def _list_context(filters: service.SignalFilters, before_id: int | None, limit: int,
+                  embed: bool) -> dict:
+    page = service.list_signals(filters, before_id, limit)
+    live_params = filters.params()
+    if before_id is not None:
+        live_params["before_id"] = str(before_id)
+    else:
+        live_params["since_id"] = str(page.newest_id or 0)
+    return {
+        "filters": filters,
+        "listing": page,
+        "embed": embed,
+        "limit": limit,
+        # A relative URL: the htmx ws extension picks ws: or wss: from the page's own scheme.
+        "live_url": f"{request.script_root}{LIVE_PATH}?{urlencode(live_params)}",
+        "levels": LEVELS,
+        "actions": ACTIONS,
+        "message_types": MESSAGE_TYPES,
+    }
 
 
 @bp.get("/")
 def index():
-    return render_page("signals/page.html")
+    embed = request.args.get("embed") == "1"
+    try:
+        filters = service.parse_filters(request.args)
+        before_id, limit = service.parse_page(request.args)
+    except service.FilterError as exc:
+        if embed:
+            return _filter_error(exc)
+        filters, before_id, limit = service.SignalFilters(), None, service.DEFAULT_LIMIT
+        context = _list_context(filters, None, limit, embed)
+        return render_page("signals/page.html", "signals/_list.html", status=400,
+                           strategies=service.strategy_choices(),
+                           pairs=service.pair_choices(), filter_error=exc, **context)
+    context = _list_context(filters, before_id, limit, embed)
+    if embed:
+        return render_page("signals/_strategy_signals.html", **context)
+    return render_page("signals/page.html", "signals/_list.html",
+                       strategies=service.strategy_choices(),
+                       pairs=service.pair_choices(), filter_error=None, **context)
+
+
+@bp.get("/<int:signal_id>")
+def detail(signal_id: int):
+    found = service.get_signal(signal_id)
+    if found is None:
+        abort(404, description=f"No signal with id {signal_id}.")
+    signal, strategy_name = found
+    from app.strategies.models import Strategy
+
+    strategy = db.session.get(Strategy, signal.strategy_id)
+    payload_text, msg_unpacked = service.payload_for_display(signal.payload or {})
+    return render_page(
+        "signals/detail.html", signal=signal, strategy=strategy, strategy_name=strategy_name,
+        payload_text=payload_text, msg_unpacked=msg_unpacked,
+        notifications=service.notifications_for(signal.id),
+    )
+
+
+# ---------------------------------------------------------------------------- JSON API
+
+
+def _csv_response(filters: service.SignalFilters) -> Response:
+    name = f"signals-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return Response(stream_with_context(service.csv_lines(filters)),
+                    mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@api.get("")
+def api_list():
+    try:
+        filters = service.parse_filters(request.args)
+        if request.args.get("format", "json") == "csv":
+            return _csv_response(filters)
+        if request.args.get("format", "json") != "json":
+            raise service.FilterError("format", "must be json or csv")
+        before_id, limit = service.parse_page(request.args)
+    except service.FilterError as exc:
+        return _filter_error(exc)
+    return jsonify(service.list_signals_json(filters, before_id, limit))
+
+
+@export.get("/signals.csv")
+def api_csv():
+    try:
+        filters = service.parse_filters(request.args)
+    except service.FilterError as exc:
+        return _filter_error(exc)
+    return _csv_response(filters)
+
+
+@api.get("/<int:signal_id>")
+def api_detail(signal_id: int):
+    found = service.get_signal(signal_id)
+    if found is None:
+        return error_response(404, f"No signal with id {signal_id}.")
+    return jsonify(service.signal_json(*found))
+
+
+# ---------------------------------------------------------------------------- WebSocket
+
+
+def _render_fragment(name: str, **context) -> str:
+    """A template rendered without the app's context processors: a live message must not run
+    page-wide queries (the inbox count) or hold a database connection for an open socket."""
+    return current_app.jinja_env.get_template(name).render(**context)
+
+
+def _render_live(rows: list[dict], feed: live_feed.PageFeed) -> str:
+    hub = live_feed.hub_for()
+    html = [hub.render_once(row, "row", lambda e: _render_fragment("signals/_row.html", s=e,
+                                                                   is_new=True))
+            for row in rows]
+    return _render_fragment("signals/_live.html", rows_html=html, feed=feed,
+                            clear_empty=bool(rows) and feed.shown == len(rows),
+                            newest_url=url_for("signals.index", **feed.filters.params()),
+                            all_url=url_for("signals.index"))
+
+
+@sock.route(LIVE_PATH, bp=sockets)
+def signals_socket(ws):
+    """Live rows and badge counts for a signals page; its filters come in the query string."""
+    try:
+        filters = service.parse_filters(request.args)
+        before_id, _ = service.parse_page(request.args)
+        since_text = (request.args.get("since_id") or "").strip()
+        since_id = int(since_text) if since_text else None
+    except (service.FilterError, ValueError) as exc:
+        ws.close(reason=1008, message=str(exc)[:120])
+        return
+
+    def replay(after_id: int) -> list[dict]:
+        items = service.list_signals_after(filters, after_id, live_feed.BATCH)
+        db.session.remove()  # do not hold a database connection while the page stays open
+        return items
+
+    db.session.remove()
+    live_feed.serve_page(ws, filters, before_id is not None, since_id, _render_live, replay)

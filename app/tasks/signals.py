@@ -1,0 +1,11 @@
+"""Signal jobs (RQ entry points)."""
+
+from __future__ import annotations
+
+
+def sweep_outbox() -> dict:
+    """Publish and hand on the signals a Redis outage left in the outbox (each exactly once)."""
+    from app.signals.outbox import sweep
+
+    result = sweep()
+    return {"published": result.published, "handed_on": result.handed_on, "error": result.error}
