@@ -375,6 +375,7 @@ def _default_timeouts() -> tuple[float, float]:
 # ------------------------------------------------------------------- raw keep-alive transport
 
 _MAX_HEAD = 64 * 1024
+_FRESH_IDLE = 1.0  # seconds an idle kept-alive connection is reused without a liveness check
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 
 
@@ -385,11 +386,18 @@ class _StaleConnection(Exception):
 class _Conn:
     """A socket with a receive buffer."""
 
-    __slots__ = ("sock", "buf")
+    __slots__ = ("sock", "buf", "timeout", "idle_since")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
+        self.timeout: float | None = None
+        self.idle_since = 0.0
+
+    def set_timeout(self, seconds: float) -> None:
+        if self.timeout != seconds:
+            self.sock.settimeout(seconds)
+            self.timeout = seconds
 
     def fill(self) -> bool:
         data = self.sock.recv(65536)
@@ -434,7 +442,7 @@ class _Conn:
         if self.buf:
             return False
         try:
-            self.sock.settimeout(0.0)
+            self.set_timeout(0.0)
             self.sock.recv(1, socket.MSG_PEEK)  # b"" (closed) or data: unusable either way
             return False
         except BlockingIOError:
@@ -553,24 +561,33 @@ class RawConnectionPool:
     def put(self, conn: _Conn) -> None:
         """Keep an idle connection (or close it when enough are kept)."""
         if len(self.idle) < self.maxsize:
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
             conn.close()
 
     def _get(self) -> _Conn | None:
+        """The most recently used idle connection that is still open.
+
+        One idle for under a second is taken as is (bots keep connections alive for 5 s and a
+        stale one is retried anyway); an older one is checked for a close from the bot first.
+        """
+        now = time.monotonic()
         while True:
             try:
                 conn = self.idle.pop()
             except IndexError:
                 return None
-            if conn.alive():
+            if now - conn.idle_since < _FRESH_IDLE or conn.alive():
                 return conn
             conn.close()
 
     def _connect(self, connect_timeout: float) -> _Conn:
         sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Conn(sock)
+        conn = _Conn(sock)
+        conn.timeout = connect_timeout
+        return conn
 
     def request(self, client: BotClient, method: str, target: str,
                 headers: list[tuple[str, str]], body: bytes | None, connect_timeout: float,
@@ -593,7 +610,7 @@ class RawConnectionPool:
                 if conn is None:
                     conn = self._connect(connect_timeout)
                     connected = True
-                conn.sock.settimeout(read_timeout)
+                conn.set_timeout(read_timeout)
                 conn.sock.sendall(payload)
                 head = conn.head()
             except (OSError, ValueError, _StaleConnection) as exc:

@@ -1,0 +1,96 @@
+"""Gateway logins: the cache, its renewal without re-hashing, password changes and lockout."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.gateway import auth as gateway_auth
+from app.gateway.auth import AuthFailure
+from tests.gateway.conftest import basic
+
+
+@pytest.fixture
+def gw_auth(gateway_app, monkeypatch):
+    monkeypatch.setattr(gateway_auth, "AUTH_CACHE_SECONDS", 0.0)  # every check is a renewal
+    auth = gateway_app.extensions["btcw_gateway"].auth
+    auth.forget()
+    yield auth
+    auth.forget()
+
+
+@pytest.fixture
+def carol(bots_app):
+    from app.auth import service
+
+    with bots_app.app_context():
+        user = service.user_by_name("gw-carol") or service.create_user("gw-carol",
+                                                                       "first-pass!word")
+        service.set_password(user, "first-pass!word")
+    return "gw-carol"
+
+
+def _env(user: str, password: str) -> dict:
+    return {"HTTP_AUTHORIZATION": basic(user, password)}
+
+
+def test_renewal_skips_the_password_hash_but_sees_a_password_change(gw_auth, carol, bots_app,
+                                                                    monkeypatch):
+    from app.auth import service
+
+    assert gw_auth.identify(_env(carol, "first-pass!word"), "GET").username == carol
+    hashed = []
+    real = service.check_password_hash
+    monkeypatch.setattr(service, "check_password_hash",
+                        lambda *a: hashed.append(1) or real(*a))
+    assert gw_auth.identify(_env(carol, "first-pass!word"), "GET").username == carol
+    assert hashed == []  # renewed from the unchanged password hash, no scrypt
+    with bots_app.app_context():
+        service.set_password(service.user_by_name(carol), "second-pass!word")
+    with pytest.raises(AuthFailure):
+        gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+    assert hashed  # the old password was checked for real, and failed
+    assert gw_auth.identify(_env(carol, "second-pass!word"), "GET").username == carol
+
+
+def test_renewal_refuses_a_locked_account(gw_auth, carol, bots_app):
+    from datetime import timedelta
+
+    from app.auth import service
+    from app.clock import utcnow
+    from app.extensions import db
+
+    assert gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+    with bots_app.app_context():
+        service.user_by_name(carol).locked_until = utcnow() + timedelta(minutes=30)
+        db.session.commit()
+    try:
+        with pytest.raises(AuthFailure) as info:
+            gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+        assert "locked" in info.value.message.lower()
+    finally:
+        with bots_app.app_context():
+            service.user_by_name(carol).locked_until = None
+            db.session.commit()
+
+
+def test_gateway_tokens_die_with_a_password_change(gw_auth, carol, bots_app):
+    from app.auth import service
+
+    caller = gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+    tokens = gw_auth.issue_tokens(caller)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {tokens['access_token']}"}
+    assert gw_auth.identify(bearer, "GET").method == "gateway_token"
+    with bots_app.app_context():
+        service.set_password(service.user_by_name(carol), "third-pass!word")
+    with pytest.raises(AuthFailure) as info:
+        gw_auth.identify(bearer, "GET")
+    assert "password changed" in info.value.message
+
+
+def test_malformed_and_unknown_schemes(gw_auth):
+    for header in ("Basic !!!notbase64", "Basic " + "bm9jb2xvbg==", "Digest abc", "Bearer "):
+        with pytest.raises(AuthFailure):
+            gw_auth.identify({"HTTP_AUTHORIZATION": header}, "GET")
+    with pytest.raises(AuthFailure) as info:
+        gw_auth.identify({}, "GET")
+    assert "Login required" in info.value.message
