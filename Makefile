@@ -40,7 +40,13 @@ test-packages: system-packages
 	fi
 
 run: setup
-	$(FLASK) db upgrade
+	@$(FLASK) db upgrade || { \
+		echo ""; \
+		echo "flask db upgrade failed. Until the first release the schema is one migration that is"; \
+		echo "regenerated when the models change, so a database made by an older checkout cannot be"; \
+		echo "upgraded ('Can't locate revision'). Move $${BTCW_VAR_DIR:-var}/btcw.db aside (or point"; \
+		echo "DATABASE_URL or BTCW_VAR_DIR elsewhere) and run make run again."; \
+		exit 1; }
 	$(FLASK) up
 
 lint: $(VENV)/.installed

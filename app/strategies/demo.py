@@ -86,10 +86,14 @@ def seed_and_start() -> str:
     Idempotent: a second call creates nothing and starts only demos that are stopped.
     """
     created, problems = seed()
-    started, running = [], []
+    started, running, resuming = [], [], []
     for strategy in demo_strategies():
-        if strategy.status in ACTIVE_STATUSES or strategy.desired_state == "running":
+        if strategy.status in ACTIVE_STATUSES:
             running.append(strategy.name)
+            continue
+        if strategy.desired_state == "running":
+            # Stopped with the stack (Ctrl-C): the supervisor starts it again by itself.
+            resuming.append(strategy.name)
             continue
         try:
             service.run_command(strategy.id, "start")
@@ -103,6 +107,8 @@ def seed_and_start() -> str:
         parts.append(f"{len(started)} starting ({', '.join(started)})")
     if running:
         parts.append(f"{len(running)} already running")
+    if resuming:
+        parts.append(f"{len(resuming)} restarting with the supervisor")
     if not parts:
         parts.append("none to start")
     line = "Demo strategies: " + ", ".join(parts) + "."

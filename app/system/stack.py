@@ -50,6 +50,22 @@ def _start(proc: Process, logs: Path) -> None:
     click.echo(f"  started {proc.name:11} pid {proc.popen.pid:<7} log {proc.log}")
 
 
+def _gunicorn_flags() -> list[str]:
+    """Flags every gunicorn of the stack gets.
+
+    gunicorn >= 25.1 opens a control socket at one fixed path ($XDG_RUNTIME_DIR or
+    ~/.gunicorn/gunicorn.ctl): the web and the gateway (and any other gunicorn of this user)
+    would unlink each other's socket. The stack does not use it, so it is turned off.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = tuple(int(p) for p in version("gunicorn").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-control-socket"] if parts >= (25, 1) else []
+
+
 def _redis_process(url: str, var: Path) -> Process | None:
     """A local redis-server when REDIS_URL points at this machine and nothing answers there."""
     import redis
@@ -104,6 +120,7 @@ def run_stack(demo: bool = True) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     flask = [str(BIN / "flask"), "--app", "app"]
     gunicorn = str(BIN / "gunicorn")
+    gunicorn_flags = _gunicorn_flags()
     procs: list[Process] = []
     redis_proc = _redis_process(current_app.config["REDIS_URL"], var)
     if redis_proc:
@@ -112,12 +129,13 @@ def run_stack(demo: bool = True) -> None:
         procs.append(Process("simulator", [*flask, "simulator", "run"]))
     procs.append(Process("web", [gunicorn, "-k", "gevent", "-w", str(settings.web.workers),
                                  "-b", f"{settings.web.host}:{settings.web.port}",
-                                 "--graceful-timeout", "5", "wsgi:web()"]))
+                                 "--graceful-timeout", "5", *gunicorn_flags, "wsgi:web()"]))
     if _has_module("app.gateway.proxy"):
         procs.append(Process("gateway", [gunicorn, "-k", "gevent", "-w",
                                          str(settings.gateway.workers), "-b",
                                          f"{settings.gateway.host}:{settings.gateway.port}",
-                                         "--graceful-timeout", "5", "wsgi:gateway()"]))
+                                         "--graceful-timeout", "5", *gunicorn_flags,
+                                         "wsgi:gateway()"]))
     procs.append(Process("worker", [*flask, "worker"]))
     procs.append(Process("cron", [*flask, "cron", "run"]))
     if _has_module("app.runtime.cli"):
@@ -156,14 +174,50 @@ def run_stack(demo: bool = True) -> None:
             time.sleep(1)
     finally:
         click.echo("Stopping…")
-        for proc in reversed(procs):
-            if proc.popen and proc.popen.poll() is None:
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + current_settings().system.freqtrade.shutdown_timeout + 5
-        for proc in reversed(procs):
-            if proc.popen:
-                try:
-                    proc.popen.wait(max(deadline - time.monotonic(), 0.1))
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
+        # Redis goes last: the supervisor, the worker and the web still talk to it while they
+        # stop their bots and jobs.
+        grace = current_settings().system.freqtrade.shutdown_timeout + 5
+        _stop_all([p for p in reversed(procs) if p.name != "redis"], grace)
+        _stop_zygote()
+        _stop_all([p for p in procs if p.name == "redis"], 10)
         click.echo("Stopped.")
+
+
+def _stop_zygote() -> None:
+    """Stop the bot zygote the supervisor left behind (the fork launcher's, if any).
+
+    A supervisor leaves its zygote running for a while after it exits, for a supervisor that
+    restarts; `flask up` stops the supervisor for good, so nothing must linger.
+    """
+    try:
+        from app.runtime import launcher, paths
+    except ImportError:
+        return
+    stop = getattr(launcher, "stop_zygote", None)
+    if stop is None:
+        return
+    try:
+        pid = stop(paths.resolve_path("var/run"), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
+        click.echo(f"  could not stop the bot zygote: {exc}")
+        return
+    if pid:
+        click.echo(f"  stopped the bot zygote (pid {pid})")
+
+
+def _stop_all(procs: list[Process], grace: float) -> None:
+    """SIGTERM each process group, wait up to `grace` seconds in all, then SIGKILL the rest."""
+    for proc in procs:
+        if proc.popen and proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        if proc.popen:
+            try:
+                proc.popen.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                click.echo(f"  {proc.name} did not stop in {grace:.0f} s; killing it")
+                try:
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
