@@ -104,12 +104,12 @@ class RuntimeSettings:
     max_crashes: int = 5
     crash_window_minutes: int = 10
     backoff_max_seconds: int = 60
-    launcher: str = "subprocess"  # subprocess | fork (bots forked from a preloaded zygote)
+    launcher: str = "fork"  # fork (bots forked from a preloaded zygote) | subprocess
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    host: str = "0.0.0.0"  # noqa: S104 - the gateway is meant to be reachable
+    host: str = "127.0.0.1"  # 0.0.0.0 to serve other machines (docker-compose does)
     port: int = 8080
     timeout: float = 10.0
     connect_timeout: float = 2.0
@@ -119,7 +119,7 @@ class GatewaySettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    host: str = "0.0.0.0"  # noqa: S104
+    host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
     public_url: str = "http://127.0.0.1:8000"
