@@ -16,6 +16,11 @@ supervisor. So bot tests use their own session-scoped world that nothing wipes:
 - `simulator`: `python -m app.simulator` on a free port (the bots' exchange).
 - `supervisor_process`: `flask supervisor run` as a subprocess against that database/Redis;
   `.kill()` (SIGKILL), `.start()`, `.stop()` (SIGTERM, stops its bots), `.pid`, `.log_text()`.
+- `bots_web`: the web app (gunicorn, one gevent worker) at `bots_world.public_url`, where the
+  bots' webhooks land (stored as signals in the bots database, handed on via Redis db 1); a
+  `tests.signals.webserver.GunicornWeb` (`.url`, `.port`, `.login(user, password)`), log in
+  `bots_world.var_dir / "web.log"`. `demo_bots` starts it first, so every demo bot's webhooks
+  are received; do not start another server on that port.
 - `demo_bots`: two strategies (MA_Cross_BTC on BTC/USDT, RSI_ETH on ETH/USDT) started once per
   session and running; a list of `DemoBot(id, name, strategy_class, pair)`. Never stop them in
   a test; restart them only if you wait for `running` again.
@@ -24,6 +29,10 @@ Helpers: `make_strategy(name, class, pairs, **columns)` creates a row with fresh
 `discard_strategy(id)` stops it if needed and deletes it; `bot_processes(var_dir)` lists this
 world's `freqtrade trade` processes. Outside pytest (bench/bot_start.py) the same world is built
 with `make_world()`, `create_bots_app()`, `SimulatorProcess` and `SupervisorProcess`.
+
+The launcher is the one config/system.yml names (system.runtime.launcher) unless
+$BTCW_TEST_LAUNCHER says `subprocess` or `fork` (`bots_world.launcher`). With the fork launcher
+the world's zygote (var/run/zygote.pid) is stopped when the supervisor fixture ends.
 
 Never start bots per test (each costs ~330 MB and ~4 s of CPU); reuse `demo_bots`. A test that
 needs its own bot (a broken strategy, a port test) starts at most one and discards it. The
@@ -68,6 +77,7 @@ class BotsWorld:
     port_end: int
     simulator_port: int
     public_url: str  # the bots' webhooks go to {public_url}/api/v1/signals/webhook/<id>
+    launcher: str = "subprocess"  # system.runtime.launcher of this world
 
     def env(self) -> dict[str, str]:
         """Environment for a subprocess (flask supervisor run, …) that uses this world."""
@@ -104,11 +114,15 @@ def _free_port_range(size: int) -> int:
     raise RuntimeError("no free port range for the bot tests")
 
 
-def make_world(base: Path, database_url: str | None, redis_url: str) -> BotsWorld:
+def make_world(base: Path, database_url: str | None, redis_url: str,
+               launcher: str | None = None) -> BotsWorld:
     """Lay out a bots world under `base`: config and strategies copies, var dir, ports.
 
-    `database_url` None means a SQLite file in `base`. Used by the fixtures and bench/.
+    `database_url` None means a SQLite file in `base`. `launcher` (default $BTCW_TEST_LAUNCHER,
+    else what config/system.yml says) is the world's system.runtime.launcher. Used by the
+    fixtures and bench/.
     """
+    launcher = launcher or os.environ.get("BTCW_TEST_LAUNCHER") or None
     var = base / "var"
     var.mkdir(parents=True, exist_ok=True)
     strategies = base / "strategies"
@@ -134,6 +148,9 @@ def make_world(base: Path, database_url: str | None, redis_url: str) -> BotsWorl
     section["freqtrade"].update(strategies_directory=str(strategies), startup_timeout=90,
                                 shutdown_timeout=15)
     section["runtime"]["host"] = SUPERVISOR_HOST
+    if launcher:
+        section["runtime"]["launcher"] = launcher
+    world.launcher = section["runtime"].get("launcher", "subprocess")
     (config / "system.yml").write_text(yaml.safe_dump(system, sort_keys=False))
     return world
 
@@ -233,6 +250,15 @@ def discard_strategy(strategy_id: int, timeout: float = 60) -> None:
             pass
         control.wait_for_status(strategy_id, control.STOPPED_STATUSES, timeout)
     PortPool.from_app().release(strategy_id)
+    # With bots_web up its bot's webhooks became signals (and maybe notifications): they
+    # reference the strategy, so they go first (deliveries and their attempts cascade).
+    from app.notifications.models import Notification
+    from app.signals.models import Signal
+
+    signals = db.select(Signal.id).where(Signal.strategy_id == strategy_id)
+    db.session.execute(db.delete(Notification).where(
+        (Notification.strategy_id == strategy_id) | Notification.signal_id.in_(signals)))
+    db.session.execute(db.delete(Signal).where(Signal.strategy_id == strategy_id))
     db.session.execute(db.delete(StrategyEvent).where(StrategyEvent.strategy_id == strategy_id))
     db.session.execute(db.delete(Strategy).where(Strategy.id == strategy_id))
     db.session.commit()
@@ -371,6 +397,20 @@ def bot_processes(var_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def zygote_pid(var_dir: Path) -> int | None:
+    """The pid of the world's running zygote (fork launcher), or None."""
+    from app.runtime.launcher import lock_holder
+
+    return lock_holder(var_dir / "run" / "zygote.pid")
+
+
+def stop_zygote(var_dir: Path) -> int | None:
+    """Stop the world's zygote if one runs (its bots are not touched); its pid."""
+    from app.runtime.launcher import stop_zygote as stop
+
+    return stop(var_dir / "run")
+
+
 def kill_leftover_bots(var_dir: Path) -> int:
     """SIGKILL this session's bot processes that are still alive; how many there were."""
     leftovers = bot_processes(var_dir)
@@ -390,6 +430,7 @@ def supervisor_process(bots_world, bots_app, simulator):
     yield supervisor
     supervisor.stop()
     leftovers = kill_leftover_bots(bots_world.var_dir)
+    stop_zygote(bots_world.var_dir)
     if leftovers:
         pytest.fail(f"{leftovers} bots outlived their supervisor's SIGTERM (killed now)")
 
@@ -406,8 +447,22 @@ DEMO = (("demo-ma-cross", "MA_Cross_BTC", "BTC/USDT"), ("demo-rsi", "RSI_ETH", "
 
 
 @pytest.fixture(scope="session")
-def demo_bots(bots_app, supervisor_process) -> list[DemoBot]:
-    """Two demo strategies started once per session, running against the simulator."""
+def bots_web(bots_world, bots_app):
+    """The web app (gunicorn + gevent) at bots_world.public_url: where the demo bots' webhooks
+    go, on the bots' own database and Redis db."""
+    from tests.signals.webserver import GunicornWeb
+
+    port = int(bots_world.public_url.rsplit(":", 1)[1])
+    server = GunicornWeb(bots_world.env(), workers=1, port=port,
+                         log_path=bots_world.var_dir / "web.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_bots(bots_app, bots_web, supervisor_process) -> list[DemoBot]:
+    """Two demo strategies started once per session, running against the simulator; their
+    webhooks land at bots_web."""
     from app.runtime import control
 
     bots = []

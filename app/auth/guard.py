@@ -51,9 +51,19 @@ def identify() -> tuple[object | None, str | None]:
     return None, None
 
 
+def is_websocket() -> bool:
+    """A WebSocket handshake (`Upgrade: websocket`) or a request for one of the /ws/ routes.
+
+    Such a client cannot follow a redirect to the login page, so it gets a plain status code.
+    """
+    return (request.path.startswith("/ws/")
+            or request.headers.get("Upgrade", "").lower() == "websocket")
+
+
 def wants_json() -> bool:
-    """API paths and clients that ask for JSON get JSON errors."""
-    if request.path.startswith("/api/") or request.path == "/health":
+    """API paths, WebSocket routes and clients that ask for JSON get JSON errors (a 401 for a
+    missing login instead of a redirect to the login page)."""
+    if request.path.startswith("/api/") or request.path == "/health" or is_websocket():
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.headers.get("HX-Request")

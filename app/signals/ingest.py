@@ -7,6 +7,14 @@ one of a few long-lived connections of the process (no ORM unit of work, no pool
 publishing plus the notification job go to Redis in one pipelined transaction. Nothing is written
 when validation fails.
 
+A signal that becomes an order arrives twice: the btcw_signals mixin's strategy message and the
+order's `entry`/`exit` webhook (in either order; FreqTrade posts the order's webhook during its
+loop and the strategy messages at the end of it, so the order usually comes first). The INSERT
+of either reads the newest of the two kinds for its strategy, pair and action (one probe of a
+partial index, inside the same statement: `_paired_insert`); if that is the other kind, unpaired,
+within the pairing window and carries the same tag, the two are one real signal: the newcomer is
+stored graded, linked by `related_signal_id`, and not handed to notifications again.
+
 The payload contract (the webhook blocks `app.runtime.ft_config.webhook_payloads` writes into each
 bot's config, and the strategy messages of user_data/strategies/btcw_signals.py) is documented in
 docs/signals.md.
@@ -23,17 +31,17 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import DateTime, String, bindparam, case, exists, func, null, select, text
 from sqlalchemy.exc import DBAPIError
 
 from app.clock import utcnow
 from app.extensions import db
 from app.signals.grading import IGNORE, Grade, Thresholds, grade
-from app.signals.models import Signal
+from app.signals.models import PAIRING_PREDICATE, Signal
 from app.strategies.models import Strategy
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -48,8 +56,18 @@ MESSAGE_TYPES = ORDER_TYPES + STATUS_TYPES + ("strategy_msg",)
 # Order events whose strength is graded; fills and cancels confirm an order whose signal (the
 # strategy message or the entry/exit) was graded already, so they are recorded, not graded.
 GRADED_ORDER_TYPES = ("entry", "exit")
+# A mixin signal (strategy_msg) pairs with the entry/exit order it became (see _paired_insert).
+PAIRING_TYPES = ("strategy_msg",) + GRADED_ORDER_TYPES
 SIGNAL_ACTIONS = ("enter_long", "exit_long", "enter_short", "exit_short")
 ACTIONS = SIGNAL_ACTIONS + ("status", "message")
+# A mixin signal and an entry/exit order pair up if they arrive within 2 candles of the
+# strategy's timeframe of each other, or 5 minutes, whichever is longer.
+PAIRING_CANDLES = 2
+PAIRING_MIN_SECONDS = 300
+# FreqTrade's exit_reason of a signal exit whose strategy set no exit tag.
+_UNTAGGED_EXIT = "exit_signal"
+_TIMEFRAME = re.compile(r"\s*(\d{1,4})([smhdwM])\s*")
+_TIMEFRAME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000}
 
 MAX_PAIR = 64
 MAX_TAG = 255
@@ -79,12 +97,26 @@ def _invalid(field: str, problem: str) -> WebhookError:
 
 @dataclass(frozen=True)
 class StrategyAuth:
-    """What the receiver needs to know about a strategy: its token, name and thresholds."""
+    """What the receiver needs to know about a strategy: token, name, thresholds, pairing window."""
 
     id: int
     name: str
     token: str
     thresholds: Thresholds
+    pairing_window: float = PAIRING_MIN_SECONDS  # seconds, see pairing_window()
+
+
+def timeframe_seconds(timeframe: str | None) -> int | None:
+    """'1m' -> 60, '4h' -> 14400, '1M' -> 30 days; None for what is not a FreqTrade timeframe."""
+    match = _TIMEFRAME.fullmatch(timeframe or "")
+    if not match:
+        return None
+    return int(match.group(1)) * _TIMEFRAME_UNITS[match.group(2)]
+
+
+def pairing_window(timeframe: str | None) -> float:
+    """Seconds within which a mixin signal and its order pair up: 2 candles, at least 5 min."""
+    return float(max(PAIRING_CANDLES * (timeframe_seconds(timeframe) or 0), PAIRING_MIN_SECONDS))
 
 
 def _strategy_cache() -> dict[int, tuple[float, StrategyAuth]]:
@@ -95,7 +127,7 @@ def _strategy_cache() -> dict[int, tuple[float, StrategyAuth]]:
 def _load_strategy(strategy_id: int) -> StrategyAuth | None:
     stmt = select(
         Strategy.name, Strategy.webhook_token, Strategy.strong_threshold,
-        Strategy.medium_threshold, Strategy.weak_threshold,
+        Strategy.medium_threshold, Strategy.weak_threshold, Strategy.timeframe,
     ).where(Strategy.id == strategy_id, Strategy.deleted_at.is_(None))
     with db.engine.connect() as conn:
         row = conn.execute(stmt).first()
@@ -104,7 +136,8 @@ def _load_strategy(strategy_id: int) -> StrategyAuth | None:
         cache.pop(strategy_id, None)
         return None
     auth = StrategyAuth(strategy_id, row[0], row[1] or "",
-                        Thresholds(float(row[2]), float(row[3]), float(row[4])))
+                        Thresholds(float(row[2]), float(row[3]), float(row[4])),
+                        pairing_window(row[5]))
     if len(cache) > 10_000:
         cache.clear()
     cache[strategy_id] = (time.monotonic() + STRATEGY_CACHE_SECONDS, auth)
@@ -112,7 +145,8 @@ def _load_strategy(strategy_id: int) -> StrategyAuth | None:
 
 
 def strategy_auth(strategy_id: int, fresh: bool = False) -> StrategyAuth | None:
-    """The live (not deleted) strategy's token and thresholds, cached a couple of seconds.
+    """The live (not deleted) strategy's token, thresholds and pairing window, cached a couple
+    of seconds.
 
     Threshold edits and deletions reach the receiver within STRATEGY_CACHE_SECONDS (each
     gunicorn worker keeps its own cache); unknown ids are not cached.
@@ -484,6 +518,10 @@ class IngestResult:
     strength: float | None
     published: bool = False
     handed_on: bool = False
+    # The other half of a mixin signal / order pair, and whether this one is to be handed to
+    # notifications (graded, and not the second half of a pair whose first was handed on).
+    related_signal_id: int | None = None
+    notify: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The webhook's response body."""
@@ -491,7 +529,7 @@ class IngestResult:
             "stored": True, "id": self.id, "duplicate": self.duplicate,
             "level": self.grade.level, "priority": self.grade.priority,
             "signal_strength": self.strength, "published": self.published,
-            "handed_on": self.handed_on,
+            "handed_on": self.handed_on, "related_signal_id": self.related_signal_id,
         }
 
 
@@ -548,25 +586,92 @@ def receiver_connections() -> ReceiverConnections:
     return found
 
 
+def _dialect_insert(dialect: str):
+    """The insert() of the dialect, which has on_conflict_do_nothing()."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    return dialect_insert
+
+
 def _insert_statement(dialect: str):
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, built once per dialect."""
     stmt = _insert_statements.get(dialect)
     if stmt is None:
         table = Signal.__table__
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-            raise RuntimeError(f"unsupported database dialect {dialect}")
-        stmt = (dialect_insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-                .returning(table.c.id))
+        stmt = (_dialect_insert(dialect)(table)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id))
         _insert_statements[dialect] = stmt
     return stmt
 
 
 def _existing_id(conn, key: str) -> int | None:
     return conn.execute(select(Signal.id).where(Signal.dedupe_key == key)).scalar()
+
+
+def pairing_tag(action: str, enter_tag: str | None, exit_reason: str | None) -> str:
+    """The tag a mixin signal and its order share ('' for none): the enter tag of entries, the
+    exit tag of exits (FreqTrade names an exit signal without a tag 'exit_signal', the mixin
+    sends none)."""
+    if action.startswith("enter"):
+        return enter_tag or ""
+    return "" if exit_reason == _UNTAGGED_EXIT else (exit_reason or "")
+
+
+_paired_inserts: dict[tuple[str, bool, bool, bool], Any] = {}
+
+
+def _paired_insert(dialect: str, mixin: bool, enter: bool, notified: bool):
+    """The INSERT of a mixin signal or entry/exit that finds its pair partner in the same statement.
+
+    The partner (see docs/signals.md, "One notification per real signal") is the newest mixin
+    signal or entry/exit of the strategy, pair and action — one backward probe of the partial
+    index ix_signals_pairing, whose predicate the subquery repeats word for word so that both
+    databases use it — if it is of the other kind, not paired already, received since
+    `p_cutoff` and tagged `p_tag`. The row gets the partner's id as `related_signal_id`; a graded
+    row (`notified`) leaves the notification outbox at once (`dispatched_at` = `p_now`) when the
+    partner was graded to be handed on. One statement, so pairing costs no extra round trip.
+    Built once per dialect and kind; RETURNING id, related_signal_id, dispatched_at.
+    """
+    key = (dialect, mixin, enter, notified)
+    stmt = _paired_inserts.get(key)
+    if stmt is not None:
+        return stmt
+    table = Signal.__table__
+    older = table.alias("older")
+    newest = (
+        select(older.c.id, older.c.message_type, older.c.received_at, older.c.related_signal_id,
+               older.c.enter_tag, older.c.exit_reason, older.c.strength_level)
+        .where(older.c.strategy_id == bindparam("p_strategy_id"),
+               older.c.pair == bindparam("p_pair"), older.c.action == bindparam("p_action"),
+               text(PAIRING_PREDICATE.replace("message_type", "older.message_type")))
+        .order_by(older.c.id.desc()).limit(1).subquery("newest")
+    )
+    if enter:
+        tag = func.coalesce(newest.c.enter_tag, "")
+    else:
+        tag = case((newest.c.exit_reason == _UNTAGGED_EXIT, ""),
+                   else_=func.coalesce(newest.c.exit_reason, ""))
+    other_kind = (newest.c.message_type != "strategy_msg" if mixin
+                  else newest.c.message_type == "strategy_msg")
+    partner = select(newest.c.id).where(
+        newest.c.related_signal_id.is_(None), other_kind,
+        newest.c.received_at >= bindparam("p_cutoff", type_=DateTime),
+        tag == bindparam("p_tag", type_=String),
+    )
+    values: dict[str, Any] = {"related_signal_id": partner.scalar_subquery()}
+    if notified:
+        handed_on = exists(partner.where(newest.c.strength_level != IGNORE.level))
+        values["dispatched_at"] = case((handed_on, bindparam("p_now", type_=DateTime)),
+                                       else_=null())
+    stmt = (_dialect_insert(dialect)(table).values(values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(table.c.id, table.c.related_signal_id, table.c.dispatched_at))
+    _paired_inserts[key] = stmt
+    return stmt
 
 
 def store(auth: StrategyAuth, data: dict) -> tuple[IngestResult, dict[str, Any] | None]:
@@ -604,28 +709,49 @@ def store(auth: StrategyAuth, data: dict) -> tuple[IngestResult, dict[str, Any] 
         "priority": result_grade.priority,
         "payload": data,
         "received_at": now,
+        "related_signal_id": None,
         "published_at": None,
-        # Nothing to hand on for an ungraded signal, so it leaves the notification outbox at once.
+        # Nothing to hand on for an ungraded signal (or the second half of a mixin signal /
+        # order pair, see _paired_insert), so it leaves the notification outbox at once.
         "dispatched_at": None if result_grade.notified else now,
     }
-    insert_statement = _insert_statement(db.engine.dialect.name)
+    dialect = db.engine.dialect.name
+    action = columns["action"]
+    if kind in PAIRING_TYPES and action in SIGNAL_ACTIONS:
+        mixin = kind == "strategy_msg"
+        insert_statement = _paired_insert(dialect, mixin, action.startswith("enter"),
+                                          result_grade.notified)
+        params = {name: value for name, value in columns.items()
+                  if name not in ("related_signal_id", "dispatched_at")}
+        if not result_grade.notified:
+            params["dispatched_at"] = now
+        params.update(p_strategy_id=auth.id, p_pair=columns["pair"], p_action=action,
+                      p_cutoff=now - timedelta(seconds=auth.pairing_window), p_now=now,
+                      p_tag=pairing_tag(action, columns["enter_tag"], columns["exit_reason"]))
+    else:
+        insert_statement = _insert_statement(dialect)
+        params = columns
 
-    def write(conn) -> tuple[int | None, int | None]:
-        """(new id, None) or (None, id of the signal stored before); autocommit INSERT."""
+    def write(conn) -> tuple[Any, int | None]:
+        """(the new row's RETURNING, None) or (None, id of the signal stored before)."""
         if previous_key is not None:
             earlier = conn.execute(
                 select(Signal.id, Signal.received_at).where(Signal.dedupe_key == previous_key)
             ).first()
             if earlier is not None and (now - earlier[1]).total_seconds() < TEXT_DEDUPE_WINDOW:
                 return None, earlier[0]
-        inserted = conn.execute(insert_statement, columns).scalar()
+        inserted = conn.execute(insert_statement, params).first()
         return (inserted, None) if inserted is not None else (None, _existing_id(conn, key))
 
-    new_id, existing = receiver_connections().run(write)
-    if new_id is None:
+    inserted, existing = receiver_connections().run(write)
+    if inserted is None:
         return IngestResult(existing or 0, True, result_grade, parsed.strength), None
-    columns["id"] = new_id
-    return IngestResult(new_id, False, result_grade, parsed.strength), columns
+    columns["id"] = inserted[0]
+    if len(inserted) > 1:  # a pairable kind: what the statement decided
+        columns["related_signal_id"], columns["dispatched_at"] = inserted[1], inserted[2]
+    return IngestResult(columns["id"], False, result_grade, parsed.strength,
+                        related_signal_id=columns["related_signal_id"],
+                        notify=columns["dispatched_at"] is None), columns
 
 
 def ingest_webhook(auth: StrategyAuth, body: bytes) -> IngestResult:
@@ -639,5 +765,5 @@ def ingest_webhook(auth: StrategyAuth, body: bytes) -> IngestResult:
     result, columns = store(auth, parse_body(body))
     if columns is not None:
         result.published, result.handed_on = outbox.deliver_new(columns, auth.name,
-                                                                result.grade.notified)
+                                                                result.notify)
     return result

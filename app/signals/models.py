@@ -5,12 +5,24 @@ from __future__ import annotations
 from app.clock import utcnow
 from app.extensions import db
 
+# Message types that pair up: a mixin signal (strategy_msg) and the entry/exit order it became.
+PAIRING_PREDICATE = "message_type IN ('strategy_msg', 'entry', 'exit')"
+
 
 class Signal(db.Model):
     __tablename__ = "signals"
     __table_args__ = (
         db.Index("ix_signals_strategy_id_id", "strategy_id", "id"),
         db.Index("ix_signals_pair_id", "pair", "id"),
+        # The receiver's pairing lookup (ingest.PAIRING_TYPES): the newest mixin signal or
+        # entry/exit order of a strategy, pair and action. Partial, so fills, cancels and status
+        # messages cost no extra index write.
+        db.Index("ix_signals_pairing", "strategy_id", "pair", "action", "id",
+                 sqlite_where=db.text(PAIRING_PREDICATE),
+                 postgresql_where=db.text(PAIRING_PREDICATE)),
+        db.Index("ix_signals_related_signal_id", "related_signal_id",
+                 sqlite_where=db.text("related_signal_id IS NOT NULL"),
+                 postgresql_where=db.text("related_signal_id IS NOT NULL")),
     )
 
     id = db.Column(db.Integer, primary_key=True)
@@ -34,6 +46,11 @@ class Signal(db.Model):
     priority = db.Column(db.String(8), nullable=False, default="IGNORE")
     payload = db.Column(db.JSON, nullable=False, default=dict)
     received_at = db.Column(db.DateTime, nullable=False, default=utcnow, index=True)
+    # The signal this one was paired with on arrival: an entry/exit order's mixin signal, or a
+    # mixin signal's order when the order's webhook came first (ingest._paired_insert). The pair is
+    # one real signal, handed to notifications once. No foreign key: signals are never deleted,
+    # and a self-reference would make SQLite scan the table for every row deleted in tests.
+    related_signal_id = db.Column(db.Integer)
     # Outbox: set once the signal has been published to live pages / handed to notifications.
     published_at = db.Column(db.DateTime, index=True)
     dispatched_at = db.Column(db.DateTime, index=True)

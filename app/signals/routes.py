@@ -120,7 +120,7 @@ def detail(signal_id: int):
     return render_page(
         "signals/detail.html", signal=signal, strategy=strategy, strategy_name=strategy_name,
         payload_text=payload_text, msg_unpacked=msg_unpacked,
-        notifications=service.notifications_for(signal.id),
+        notifications=service.notifications_for(signal.id), pair=service.signal_pair(signal),
     )
 
 

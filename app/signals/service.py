@@ -254,6 +254,7 @@ def signal_json(signal: Signal, strategy_name: str) -> dict[str, Any]:
                      "priority": signal.priority},
         "payload": signal.payload or {},
         "received_at": isoformat(signal.received_at),
+        "related_signal_id": signal.related_signal_id,
         "published_at": isoformat(signal.published_at),
         "dispatched_at": isoformat(signal.dispatched_at),
     }
@@ -325,6 +326,35 @@ def get_signal(signal_id: int) -> tuple[Signal, str] | None:
         .where(Signal.id == signal_id)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+@dataclass
+class SignalPair:
+    """A mixin signal and the entry/exit order it became, as the detail page shows them."""
+
+    other: Signal  # the other half
+    is_order: bool  # True when the signal shown is the order (entry/exit)
+    not_handed_on: bool  # the signal shown was not handed to notifications: `other` was
+
+
+def signal_pair(signal: Signal) -> SignalPair | None:
+    """The other half of a signal's mixin signal / order pair (ingest._paired_insert), or None.
+
+    The half that arrived second holds `related_signal_id`; the first is found through the
+    partial index on that column.
+    """
+    if signal.message_type not in ("strategy_msg", "entry", "exit"):
+        return None
+    if signal.related_signal_id is not None:
+        other = db.session.get(Signal, signal.related_signal_id)
+    else:
+        other = db.session.scalar(select(Signal).where(Signal.related_signal_id == signal.id)
+                                  .order_by(Signal.id).limit(1))
+    if other is None:
+        return None
+    second = signal.related_signal_id is not None
+    not_handed_on = second and signal.priority != "IGNORE" and other.priority != "IGNORE"
+    return SignalPair(other, signal.message_type != "strategy_msg", not_handed_on)
 
 
 def notifications_for(signal_id: int) -> list:

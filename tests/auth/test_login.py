@@ -23,6 +23,32 @@ def test_api_needs_login_and_answers_json(client):
     assert response.get_json()["status"] == 401
 
 
+WS_HANDSHAKE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+@pytest.mark.parametrize("path", ["/ws/signals", "/ws/monitoring", "/ws/signals?since_id=3"])
+@pytest.mark.parametrize("headers", [WS_HANDSHAKE, {}], ids=["handshake", "plain-get"])
+def test_websocket_routes_answer_401_without_login(client, path, headers):
+    # A WebSocket client cannot follow a redirect to the login page.
+    response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert "Location" not in response.headers
+    assert response.get_json()["status"] == 401
+
+
+def test_any_websocket_handshake_without_login_gets_401(client):
+    response = client.get("/signals/", headers=WS_HANDSHAKE)
+    assert response.status_code == 401
+
+
+def test_websocket_route_with_login_passes_the_guard(client, auth):
+    # Logged in, the guard lets the handshake through to the WebSocket view (the test client
+    # cannot complete it, but it is not a 401 or a redirect).
+    response = client.get("/ws/signals", headers=WS_HANDSHAKE)
+    assert response.status_code not in (302, 401)
+
+
 def test_health_is_public(client):
     assert client.get("/health").status_code in (200, 503)
 

@@ -10,14 +10,12 @@ strategies report it ("… s=0.95"); FreqTrade then sends its usual `entry` webh
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from tests.notifications.receivers import HttpReceiver, SmtpReceiver
 from tests.notifications.test_worker import WorkerProcess
-from tests.signals.webserver import GunicornWeb
 
 E2E_TAG = "btcw_e2e"
 
@@ -82,8 +80,9 @@ def _cleanup(strategy, pair: str) -> None:
         pass
 
 
-def test_demo_bot_signal_reaches_the_smtp_and_http_receivers(bots_ctx, bots_world, demo_bots,
-                                                             notify_world, tmp_path):
+def test_demo_bot_signal_reaches_the_smtp_and_http_receivers(bots_ctx, bots_world, bots_web,
+                                                             demo_bots, notify_world, tmp_path):
+    # bots_web (tests/bots.py) receives the bots' webhooks at bots_world.public_url.
     from sqlalchemy import select
 
     from app.extensions import db
@@ -93,9 +92,6 @@ def test_demo_bot_signal_reaches_the_smtp_and_http_receivers(bots_ctx, bots_worl
 
     http, smtp = notify_world
     bot = demo_bots[0]
-    port = urlsplit(bots_world.public_url).port
-    web = GunicornWeb(bots_world.env(), workers=1, port=port,
-                      log_path=tmp_path / "web.log").start()
     worker = WorkerProcess(bots_world.env(), tmp_path / "worker.log").start()
     strategy = db.session.get(Strategy, bot.id)
     try:
@@ -120,7 +116,6 @@ def test_demo_bot_signal_reaches_the_smtp_and_http_receivers(bots_ctx, bots_worl
     finally:
         _cleanup(strategy, bot.pair)
         worker.stop()
-        web.stop()
 
     assert hook["priority"] == "P0" and hook["title"].startswith("[P0] ")
     assert bot.pair in hook["title"]

@@ -62,6 +62,28 @@ def post_webhook(client):
 
 
 @pytest.fixture
+def clean_outbox(app):
+    """No Redis back-off or pending confirmations leak into or out of a test."""
+    from app.signals import outbox
+
+    outbox.resume_redis()
+    yield
+    outbox.confirmer().flush()
+    outbox.resume_redis()
+
+
+def notify_job_ids(url: str) -> list[str]:
+    """The ids of the jobs waiting in the notifications queue (`signal-<id>`)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return [j.decode() for j in client.lrange("rq:queue:notifications", 0, -1)]
+    finally:
+        client.close()
+
+
+@pytest.fixture
 def signal_count(app):
     from app.extensions import db
     from app.signals.models import Signal
@@ -101,19 +123,6 @@ def entry_webhook(trade_id="7", pair="ETH/USDT", tag="rsi_oversold s=0.83", **ex
     }
     body.update(extra)
     return body
-
-
-@pytest.fixture(scope="session")
-def bots_web(bots_world, bots_app):
-    """The web app (gunicorn + gevent) at bots_world.public_url: where the demo bots' webhooks
-    go, on the bots' own database and Redis db."""
-    from tests.signals.webserver import GunicornWeb
-
-    port = int(bots_world.public_url.rsplit(":", 1)[1])
-    server = GunicornWeb(bots_world.env(), workers=1, port=port,
-                         log_path=bots_world.var_dir / "web.log").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,19 @@ def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bot
                 f"signal {signal.id} of strategy {signal.strategy_id}: strength "
                 f"{signal.strength_raw} graded {signal.strength_level}")
         assert signal.published_at is not None
+    # A mixin signal and the order it became (FreqTrade posts the order first) are one signal:
+    # the second of the two is linked to the first.
+    orders = [s for s in signals if s.message_type in ("entry", "exit")]
+    for mixin in (s for s in signals if s.message_type == "strategy_msg" and s.action != "message"):
+        for order in orders:
+            if ((order.strategy_id, order.pair, order.action) == (mixin.strategy_id, mixin.pair,
+                                                                  mixin.action)
+                    and abs((order.received_at - mixin.received_at).total_seconds()) < 10
+                    and (order.enter_tag, order.exit_reason) == (mixin.enter_tag,
+                                                                 mixin.exit_reason)):
+                assert {order.related_signal_id, mixin.related_signal_id} == {
+                    None, order.id if mixin.related_signal_id else mixin.id}, (
+                    f"signal {mixin.id} and its order {order.id} were not paired")
     bot = next(b for b in demo_bots if b.id == mixin_signal.strategy_id)
     assert mixin_signal.pair == bot.pair
     assert mixin_signal.action in ("enter_long", "exit_long", "enter_short", "exit_short")

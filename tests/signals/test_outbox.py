@@ -7,23 +7,13 @@ import json
 import threading
 import time
 
-import pytest
 import redis
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.signals import outbox
 from app.signals.models import Signal
-from tests.signals.conftest import entry_webhook, strategy_msg
-
-
-@pytest.fixture
-def clean_outbox(app):
-    """No Redis back-off or pending confirmations leak into or out of a test."""
-    outbox.resume_redis()
-    yield
-    outbox.confirmer().flush()
-    outbox.resume_redis()
+from tests.signals.conftest import entry_webhook, notify_job_ids, strategy_msg
 
 
 class Subscriber:
@@ -52,14 +42,6 @@ class Subscriber:
     def close(self) -> None:
         self.pubsub.close()
         self.client.close()
-
-
-def notify_job_ids(url: str) -> list[str]:
-    client = redis.Redis.from_url(url)
-    try:
-        return [j.decode() for j in client.lrange("rq:queue:notifications", 0, -1)]
-    finally:
-        client.close()
 
 
 def outbox_counts() -> tuple[int, int]:

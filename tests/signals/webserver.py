@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from app.system.stack import gunicorn_flags
 from tests.support.servers import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ class GunicornWeb:
                 [str(BIN / "gunicorn"), "-k", "gevent", "-w", str(self.workers),
                  "--worker-connections", "1000", "-b", f"127.0.0.1:{self.port}",
                  "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning",
-                 "wsgi:web()"],
+                 *gunicorn_flags(), "wsgi:web()"],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: d28a277dc130
+Revision ID: daae0ace9a1c
 Revises: 
-Create Date: 2026-11-24 20:54:09.855341
+Create Date: 2026-11-24 21:25:44.543580
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'd28a277dc130'
+revision = 'daae0ace9a1c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -207,6 +207,7 @@ def upgrade():
     sa.Column('priority', sa.String(length=8), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('received_at', sa.DateTime(), nullable=False),
+    sa.Column('related_signal_id', sa.Integer(), nullable=True),
     sa.Column('published_at', sa.DateTime(), nullable=True),
     sa.Column('dispatched_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['strategy_id'], ['strategies.id'], name=op.f('fk_signals_strategy_id_strategies')),
@@ -216,8 +217,10 @@ def upgrade():
     with op.batch_alter_table('signals', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_signals_dispatched_at'), ['dispatched_at'], unique=False)
         batch_op.create_index('ix_signals_pair_id', ['pair', 'id'], unique=False)
+        batch_op.create_index('ix_signals_pairing', ['strategy_id', 'pair', 'action', 'id'], unique=False, sqlite_where=sa.text("message_type IN ('strategy_msg', 'entry', 'exit')"), postgresql_where=sa.text("message_type IN ('strategy_msg', 'entry', 'exit')"))
         batch_op.create_index(batch_op.f('ix_signals_published_at'), ['published_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_signals_received_at'), ['received_at'], unique=False)
+        batch_op.create_index('ix_signals_related_signal_id', ['related_signal_id'], unique=False, sqlite_where=sa.text('related_signal_id IS NOT NULL'), postgresql_where=sa.text('related_signal_id IS NOT NULL'))
         batch_op.create_index('ix_signals_strategy_id_id', ['strategy_id', 'id'], unique=False)
 
     op.create_table('strategy_events',
@@ -340,8 +343,10 @@ def downgrade():
     op.drop_table('strategy_events')
     with op.batch_alter_table('signals', schema=None) as batch_op:
         batch_op.drop_index('ix_signals_strategy_id_id')
+        batch_op.drop_index('ix_signals_related_signal_id', sqlite_where=sa.text('related_signal_id IS NOT NULL'), postgresql_where=sa.text('related_signal_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_signals_received_at'))
         batch_op.drop_index(batch_op.f('ix_signals_published_at'))
+        batch_op.drop_index('ix_signals_pairing', sqlite_where=sa.text("message_type IN ('strategy_msg', 'entry', 'exit')"), postgresql_where=sa.text("message_type IN ('strategy_msg', 'entry', 'exit')"))
         batch_op.drop_index('ix_signals_pair_id')
         batch_op.drop_index(batch_op.f('ix_signals_dispatched_at'))
 
