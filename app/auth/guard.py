@@ -69,8 +69,23 @@ def wants_json() -> bool:
     return best == "application/json" and not request.headers.get("HX-Request")
 
 
+def _reject_nul_bytes() -> None:
+    """No database stores a NUL character: refuse it in query strings and forms, by name."""
+    sources = [("query parameter", request.args)]
+    if request.method not in SAFE_METHODS and request.mimetype in (
+        "application/x-www-form-urlencoded", "multipart/form-data"
+    ):
+        sources.append(("form field", request.form))
+    for kind, values in sources:
+        for key, value in values.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                abort(400, description=f"The {kind} {key.replace(chr(0), '')!r} contains a NUL "
+                                       "character.")
+
+
 def _guard():
     g.current_user, g.auth_method = None, None
+    _reject_nul_bytes()
     view = request.endpoint and request.url_rule and _view(request.endpoint)
     if request.endpoint == "static" or (view and getattr(view, "btcw_public", False)):
         return None

@@ -28,6 +28,7 @@ class LoginResult:
     user: User | None
     error: str | None = None
     locked_until: datetime | None = None
+    attempts_left: int | None = None  # after a wrong password: failures left before the lock
 
 
 def check_password_policy(password: str) -> None:
@@ -79,6 +80,8 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> L
     now = now or utcnow()
     sec = current_settings().system.security
     name = (username or "").strip()[:USERNAME_MAX]
+    if not name.isprintable():
+        name = ""  # control characters never belong to a user name (and PostgreSQL refuses NUL)
     user = db.session.scalar(select(User).where(User.username == name)) if name else None
     if user is None:
         # Same work as a real check, so timing does not reveal which names exist.
@@ -97,7 +100,8 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> L
         if locked:
             return LoginResult(None, "Account locked.", locked)
         left = sec.max_login_attempts - user.failed_logins
-        return LoginResult(None, f"Invalid username or password ({left} attempts left).")
+        return LoginResult(None, f"Invalid username or password ({left} attempts left).",
+                           attempts_left=left)
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
@@ -106,6 +110,13 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> L
 
 
 _DUMMY_HASH = generate_password_hash("not-a-real-password!")
+
+
+def lockout_message(locked_until: datetime) -> str:
+    """What a locked-out gateway caller is told (in the words of the login page)."""
+    attempts = current_settings().system.security.max_login_attempts
+    return (f"Account locked after {attempts} failed logins until "
+            f"{locked_until:%Y-%m-%d %H:%M} UTC.")
 
 
 def _hash_token(token: str) -> str:
