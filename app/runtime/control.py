@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 
-import psutil
 from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select
 
@@ -327,46 +326,3 @@ def wait_for_status(strategy_id: int, statuses: Iterable[str] | str, timeout: fl
                 f"strategy {strategy_id} is {strategy.status!r} ({strategy.status_message}) "
                 f"after {timeout:.0f}s, expected one of {sorted(wanted)}")
         time.sleep(poll)
-
-
-_watched: dict[int, psutil.Process] = {}
-
-
-def process_stats(strategy: Strategy) -> dict | None:
-    """CPU %, memory and uptime of the strategy's bot process, if it runs on this machine.
-
-    CPU % is measured since the previous call for the same pid in this process (the first call
-    gives the average since the bot started).
-    """
-    if not strategy.pid:
-        return None
-    try:
-        proc = _watched.get(strategy.pid)
-        if proc is None or not proc.is_running():
-            proc = psutil.Process(strategy.pid)
-            first = True
-        else:
-            first = False
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            uptime = max(time.time() - proc.create_time(), 0.001)
-            if first:
-                times = proc.cpu_times()
-                cpu = (times.user + times.system) * 100 / uptime
-                proc.cpu_percent(interval=None)  # start the interval for the next call
-            else:
-                cpu = proc.cpu_percent(interval=None)
-            stats = {
-                "pid": strategy.pid,
-                "cpu_percent": round(cpu, 1),
-                "memory_rss": proc.memory_info().rss,
-                "uptime_seconds": round(uptime, 1),
-            }
-        if len(_watched) > 4096:
-            _watched.clear()
-        _watched[strategy.pid] = proc
-        return stats
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        _watched.pop(strategy.pid, None)
-        return None

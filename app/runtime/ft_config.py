@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 
 SIMULATOR_EXCHANGE = "simulator"
 MIN_JWT_SECRET_LENGTH = 32
+# Share of the wallet FreqTrade may trade with; it keeps the rest as a reserve (its /balance
+# reports the tradable part as `starting_capital`).
+TRADABLE_BALANCE_RATIO = 0.99
 
 # Placeholders FreqTrade fills for every entry-like message (entry, entry_fill, entry_cancel) and
 # for every exit-like one (exit, exit_fill, exit_cancel): freqtradebot._notify_enter/_notify_exit.
@@ -197,7 +200,7 @@ def build_bot_config(
         "max_open_trades": max_open_trades,
         "stake_currency": stake_currency,
         "stake_amount": stake_amount,
-        "tradable_balance_ratio": 0.99,
+        "tradable_balance_ratio": TRADABLE_BALANCE_RATIO,
         "cancel_open_orders_on_exit": False,
         "unfilledtimeout": {"entry": 3, "exit": 3, "exit_timeout_count": 0, "unit": "minutes"},
         "entry_pricing": {

@@ -42,7 +42,7 @@ from app.runtime import hosts
 from app.runtime.control import ACTIVE_STATUSES, record_event
 from app.runtime.crash_policy import CrashPolicy
 from app.runtime.credentials import ensure_credentials
-from app.runtime.launcher import Launcher, LaunchError, SubprocessLauncher
+from app.runtime.launcher import Launcher, LaunchError, make_launcher
 from app.runtime.port_pool import PortPool, PortPoolExhausted
 from app.strategies.models import Strategy
 from app.system.settings import current_settings, refresh_if_changed
@@ -78,7 +78,7 @@ class Supervisor:
             self.policy = CrashPolicy(settings.runtime.max_crashes,
                                       settings.runtime.crash_window_minutes * 60,
                                       settings.runtime.backoff_max_seconds, clock=clock)
-            self.launcher = launcher or SubprocessLauncher(self.host)
+            self.launcher = launcher or make_launcher(self.host)  # system.runtime.launcher
         self.clock = clock
         self.keep_bots = keep_bots
         self.bots: dict[int, Bot] = {}

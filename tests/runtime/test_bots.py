@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from tests.bots import bot_processes, discard_strategy, make_strategy
+from tests.bots import bot_processes, discard_strategy, make_strategy, zygote_pid
 
 pytestmark = pytest.mark.bots
 
@@ -56,6 +56,8 @@ def test_two_bots_run_and_answer_ping(bots_ctx, demo_bots, bots_world):
         assert PortPool.from_app().port_of(row.id) == (row.host, row.port)
         assert "started" in _events(row.id)
         ports.add(row.port)
+        if bots_world.launcher == "fork":  # forked by the zygote, not a fallback subprocess
+            assert psutil.Process(row.pid).ppid() == zygote_pid(bots_world.var_dir)
     assert len(ports) == 2
     # FreqTrade logs into its own log file per strategy; the console file keeps only what comes
     # before logging is set up.
@@ -107,6 +109,7 @@ def test_killed_bot_is_restarted_and_the_other_is_untouched(bots_ctx, demo_bots)
 def test_supervisor_killed_and_restarted_adopts_bots(bots_ctx, demo_bots, supervisor_process,
                                                      bots_world):
     before = {b.id: (_row(b.id).pid, _row(b.id).port) for b in demo_bots}
+    zygote = zygote_pid(bots_world.var_dir)
     supervisor_process.kill()
     time.sleep(1.5)
     for pid, _port in before.values():
@@ -119,6 +122,46 @@ def test_supervisor_killed_and_restarted_adopts_bots(bots_ctx, demo_bots, superv
         assert _events(strategy_id)[-1] == "adopted"
     pids = sorted(p.pid for p in bot_processes(bots_world.var_dir))
     assert pids == sorted(pid for pid, _ in before.values()), "duplicate or missing bots"
+    # The fork launcher's zygote outlived the supervisor too, and the new one reuses it.
+    assert zygote_pid(bots_world.var_dir) == zygote
+
+
+def test_forked_bots_outlive_a_zygote_crash_and_a_new_zygote_forks_the_restart(
+        bots_ctx, demo_bots, bots_world):
+    import os
+    import signal
+
+    if bots_world.launcher != "fork":
+        pytest.skip("the bots world runs the subprocess launcher")
+    old = zygote_pid(bots_world.var_dir)
+    assert old
+    pids = {b.id: _row(b.id).pid for b in demo_bots}
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    new = None
+    while time.monotonic() < deadline:
+        new = zygote_pid(bots_world.var_dir)
+        if new and new != old:
+            break
+        time.sleep(0.2)
+    assert new and new != old, "the supervisor did not start a new zygote within 60 s"
+    for strategy_id, pid in pids.items():
+        row = _row(strategy_id)
+        assert (row.status, row.pid) == ("running", pid)
+        assert _ping(row.host, row.port)
+    # A bot that dies now is restarted by the new zygote (the old one's exit code is lost).
+    victim = demo_bots[0].id
+    psutil.Process(pids[victim]).kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = _row(victim)
+        if row.status == "running" and row.pid and row.pid != pids[victim]:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"not restarted: {row.status} {row.status_message}")
+    assert psutil.Process(row.pid).ppid() == zygote_pid(bots_world.var_dir)
+    assert _ping(row.host, row.port)
 
 
 def test_preferred_port_taken_by_another_program_uses_the_next_free(bots_ctx, demo_bots,

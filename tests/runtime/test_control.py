@@ -202,20 +202,3 @@ def test_credentials_are_long_and_random():
     assert row.api_username == "keep" and row.ws_token == "w"
     assert row.api_password and len(row.jwt_secret) >= 32 and row.webhook_token
     assert not ensure_credentials(row)
-
-
-def test_process_stats_of_a_live_and_a_missing_process(app):
-    import os
-
-    from app.runtime import control
-
-    strategy = make_strategy("stats")
-    assert control.process_stats(strategy) is None
-    strategy.pid = os.getpid()
-    first = control.process_stats(strategy)
-    assert first["pid"] == os.getpid() and first["memory_rss"] > 10 * 2**20
-    assert first["uptime_seconds"] > 0 and first["cpu_percent"] >= 0
-    sum(range(2_000_000))  # burn a little CPU between the two samples
-    assert control.process_stats(strategy)["cpu_percent"] > 0
-    strategy.pid = 4_000_000
-    assert control.process_stats(strategy) is None
