@@ -290,9 +290,9 @@ def count_rows(url: str, strategy_id: int) -> dict:
         conn = sqlite3.connect(url[len("sqlite:///"):])
         row = conn.execute(sql.replace("%s", "?"), (strategy_id,)).fetchone()
     else:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(url)
+        conn = psycopg.connect(url)
         cur = conn.cursor()
         cur.execute(sql, (strategy_id,))
         row = cur.fetchone()
@@ -324,9 +324,9 @@ def raw_insert_rate(url: str, strategy_id: int, count: int, body: bytes) -> floa
             conn.execute(sql, row)
             conn.execute("COMMIT")
     else:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(url)
+        conn = psycopg.connect(url)
         cur = conn.cursor()
         sql = f"INSERT INTO signals ({names}) VALUES ({', '.join(['%s'] * len(RAW_COLUMNS))})"  # noqa: S608
         started = time.perf_counter()
