@@ -22,4 +22,4 @@ RUN useradd --create-home --uid 1000 btcw \
 USER btcw
 EXPOSE 8000 8080
 HEALTHCHECK --interval=30s --timeout=5s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
-CMD ["gunicorn", "-k", "gevent", "-w", "2", "-b", "0.0.0.0:8000", "wsgi:web()"]
+CMD ["gunicorn", "-k", "gevent", "-w", "2", "-b", "0.0.0.0:8000", "--no-control-socket", "wsgi:web()"]

@@ -134,9 +134,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from app import errors
     from app.auth import guard
+    from app.rendering import register_filters
 
     errors.register(app)
     guard.register(app)
+    register_filters(app)
 
     for domain in DOMAINS:
         module = importlib.import_module(f"app.{domain}")

@@ -1,9 +1,12 @@
-"""The one helper that answers an htmx request with a fragment and anything else with a page."""
+"""How pages are rendered: the one helper that answers an htmx request with a fragment and
+anything else with a page, and the template filters every page shares."""
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import Flask, render_template
 from htmx_flask import make_response, request
+
+MIB = 1024 * 1024
 
 
 def render_page(page: str, fragment: str | None = None, status: int = 200, **context):
@@ -13,3 +16,23 @@ def render_page(page: str, fragment: str | None = None, status: int = 200, **con
     response = make_response(html, status)
     response.vary.add("HX-Request")
     return response
+
+
+def mebibytes(value, digits: int = 0) -> str:
+    """Bytes as MiB, e.g. '238 MiB' (`{{ bytes | mib }}`); '—' when unknown.
+
+    The one format of a process's memory (strategies list and detail, Capacity), so the same
+    bot shows the same figure everywhere.
+    """
+    if value is None or value == "":
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{number / MIB:,.{digits}f} MiB"
+
+
+def register_filters(app: Flask) -> None:
+    """Register the shared template filters (once, in the app factory)."""
+    app.jinja_env.filters["mib"] = mebibytes

@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.system.stack import gunicorn_flags  # noqa: E402
 from tests.support.servers import RedisServer, free_port, wait_port  # noqa: E402
 
 PY = str(Path(sys.executable))
@@ -191,7 +192,8 @@ def start_gateway(stack: Stack, bot_port: int, workers: int, worker_class: str) 
     port = free_port()
     stack.roles["gateway"] = stack.spawn(
         [str(BIN / "gunicorn"), "-k", worker_class, "-w", str(workers), "-b",
-         f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:gateway()"], "gateway.log", env)
+         f"127.0.0.1:{port}", "--log-level", "warning", *gunicorn_flags(), "wsgi:gateway()"],
+        "gateway.log", env)
     wait_http(port, "/health", 30)
     return port
 

@@ -4,7 +4,7 @@ Accepted, in this order:
 - `Authorization: Bearer <gateway access token>` issued by the gateway's own
   `/api/v1/token/login` (what FreqUI and freqtrade-client use after logging in);
 - `Authorization: Bearer btcw_…`: a BTC Watcher API token;
-- `Authorization: Basic user:password` of a BTC Watcher user (login lockout applies);
+- `Authorization: Basic user:password` of a BTC Watcher user (login lockout applies, see below);
 - the web app's session cookie (same SECRET_KEY), with the CSRF token in `X-CSRFToken` for
   anything but GET/HEAD/OPTIONS.
 
@@ -14,6 +14,14 @@ credential itself). After that a Basic login is renewed with one database read (
 hash, not locked) instead of another slow hash; a first check runs the hash in gevent's thread
 pool so other requests are not held up. Failures are never cached, so every wrong password
 counts toward lockout.
+
+Lockout: a wrong Basic password counts toward the same lockout as the login page
+(system.security.max_login_attempts failures lock the account for lockout_duration_minutes).
+It is the same account and the same password, so the gateway must not be a way around the web
+app's lockout; a locked account is refused on both. The 401 says how many attempts are left
+(`attempts_left`) or until when the account is locked (`locked_until`), as the login page does.
+Each refused Basic login is logged as one warning line (user, client address, reason), no
+traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +39,9 @@ from datetime import datetime
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.http import parse_cookie
 
-from app.clock import utcnow
+from app.clock import isoformat, utcnow
+
+log = logging.getLogger(__name__)
 
 AUTH_CACHE_SECONDS = 15.0
 AUTH_CACHE_MAX = 10_000
@@ -40,12 +51,27 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class AuthFailure(Exception):
-    """The caller could not be authenticated; `status` is 401 (or 403 for a CSRF failure)."""
+    """The caller could not be authenticated; `status` is 401 (or 403 for a CSRF failure).
 
-    def __init__(self, message: str, status: int = 401):
+    `details` are extra fields of the JSON error (attempts_left, locked_until); `username` is
+    the user a refused Basic login named (for the log line).
+    """
+
+    def __init__(self, message: str, status: int = 401, details: dict | None = None,
+                 username: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.details = details or {}
+        self.username = username
+
+
+def _locked(locked_until: datetime, username: str | None = None) -> AuthFailure:
+    """The failure of a locked account: until when, in the login page's words."""
+    from app.auth.service import lockout_message
+
+    return AuthFailure(lockout_message(locked_until),
+                       details={"locked_until": isoformat(locked_until)}, username=username)
 
 
 @dataclass(frozen=True)
@@ -95,10 +121,15 @@ class GatewayAuth:
             if scheme == "bearer ":
                 return self._remember(header, self._bearer(header[7:].strip()))
             if scheme[:6] == "basic ":
-                caller = self._revalidated(header)
-                if caller is None:
-                    caller, mark = _off_the_loop(self._basic, header[6:].strip())
-                    self._remember(header, caller, mark)
+                try:
+                    caller = self._revalidated(header)
+                    if caller is None:
+                        caller, mark = _off_the_loop(self._basic, header[6:].strip())
+                        self._remember(header, caller, mark)
+                except AuthFailure as exc:
+                    log.warning("gateway: Basic login of %r from %s refused: %s",
+                                exc.username, _client_address(environ), exc.message)
+                    raise
                 return caller
             raise AuthFailure("Unsupported Authorization scheme: use Basic or Bearer.")
         if query_token:
@@ -178,10 +209,12 @@ class GatewayAuth:
 
             result = service.authenticate(username, password)
             if result.user is None:
-                message = result.error or "Invalid username or password."
                 if result.locked_until is not None:
-                    message = f"Account locked until {result.locked_until:%Y-%m-%d %H:%M} UTC."
-                raise AuthFailure(message)
+                    raise _locked(result.locked_until, username[:64])
+                details = ({"attempts_left": result.attempts_left}
+                           if result.attempts_left is not None else {})
+                raise AuthFailure(result.error or "Invalid username or password.",
+                                  details=details, username=username[:64])
             return (Caller(result.user.id, result.user.username, "basic"),
                     _password_mark(result.user.password_hash))
 
@@ -267,7 +300,8 @@ class GatewayAuth:
         if user is None or _password_mark(user.password_hash) != mark:
             return None
         if user.locked_until is not None and user.locked_until > utcnow():
-            raise AuthFailure(f"Account locked until {user.locked_until:%Y-%m-%d %H:%M} UTC.")
+            with self.app.app_context():
+                raise _locked(user.locked_until, user.username)
         return self._remember(credential, caller, mark)
 
     def forget(self) -> None:
@@ -284,13 +318,35 @@ class _UserView:
     locked_until: datetime | None = None
 
 
+def _client_address(environ: dict) -> str:
+    """The caller's address for a log line: X-Forwarded-For's first hop, else REMOTE_ADDR."""
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    return forwarded.split(",")[0].strip()[:64] or environ.get("REMOTE_ADDR") or "?"
+
+
+def _outcome(func, args) -> tuple[bool, object]:
+    """(True, result) or (False, the exception): nothing is raised inside the thread pool."""
+    try:
+        return True, func(*args)
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, raised there
+        return False, exc
+
+
 def _off_the_loop(func, *args):
     """Run a CPU-heavy call (a password hash) in gevent's thread pool when this process is
-    gevent-patched, so the worker's other requests keep flowing; directly otherwise."""
+    gevent-patched, so the worker's other requests keep flowing; directly otherwise.
+
+    An exception of `func` is raised in the caller, not inside the pool: gevent's hub would
+    print the traceback of every exception raised in a pool thread ("… failed with
+    AuthFailure"), one per wrong password.
+    """
     from app.runtime.bot_client import _in_gevent
 
     if _in_gevent():
         from gevent import get_hub
 
-        return get_hub().threadpool.apply(func, args)
+        ok, value = get_hub().threadpool.apply(_outcome, (func, args))
+        if not ok:
+            raise value
+        return value
     return func(*args)

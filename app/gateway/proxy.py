@@ -152,7 +152,8 @@ class GatewayProxy:
                 # would make browsers running FreqUI pop up a password dialog).
                 headers = [("WWW-Authenticate", 'Basic realm="BTC Watcher gateway"')] \
                     if exc.status == 401 and sub == LOGIN else []
-                return json_error(start_response, exc.status, exc.message, headers)
+                return json_error(start_response, exc.status, exc.message, headers,
+                                  **exc.details)
             if method == "POST" and sub == LOGIN:
                 return json_ok(start_response, self.auth.issue_tokens(caller))
         if not sub:

@@ -30,7 +30,7 @@ def _authenticate():
     except AuthFailure as exc:
         from app.errors import error_response
 
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, **exc.details)
     return None
 
 

@@ -8,11 +8,13 @@ threads elsewhere). `fetch_all` asks every bot for one path with the same query;
 three calls per bot and a different pair per bot, so the sweep runs whole probes side by side
 with the same per-call timeout and overall budget that fetch_all uses.
 
-After the probes the sweep stores each bot's score on Strategy.health_score and
-Strategy.last_processed_at (close time of the newest analysed candle), marks stalls and
-recoveries, caches each bot's status in Redis (`btcw:strategy:status:<id>`) with a summary
-(`btcw:strategies:summary`), and writes MetricSamples: one per bot when its score changes or at
-most every 5 minutes, plus one summary sample per sweep.
+After the probes the sweep measures the CPU % and memory of the bot processes on this machine
+(capacity.measure_bots, which stores them for the strategy pages: bot_usage.py), stores each
+bot's score on Strategy.health_score and Strategy.last_processed_at (close time of the newest
+analysed candle), marks stalls and recoveries, caches each bot's status in Redis
+(`btcw:strategy:status:<id>`) with a summary (`btcw:strategies:summary`), and writes
+MetricSamples: one per bot (score, CPU %, RSS, PSS) when its score changes or at least every
+5 minutes, plus one summary sample per sweep.
 """
 
 from __future__ import annotations
@@ -262,16 +264,34 @@ def sweep_strategies() -> dict:
     now = time.time()
     reports = [assess(t, o, now, settings.stall_minutes)
                for t, o in zip(targets, observations, strict=True)]
-    _store_scores(reports, now)
+    usage = _measure_processes()
+    _store_scores(reports, now, usage)
     stalled, recovered = _apply_stalls(reports, settings)
     summary = _summary(reports, now, probed, time.monotonic() - started)
     summary["newly_stalled"], summary["recovered"] = stalled, recovered
+    summary["measured_processes"] = len(usage)
     _cache(reports, summary, now, settings)
     return summary
 
 
-def _store_scores(reports: list[BotReport], now: float) -> None:
-    """Health score and last candle time on each Strategy; MetricSamples; one commit."""
+def _measure_processes() -> dict[int, dict]:
+    """CPU % and memory of the bots running on this machine (capacity.measure_bots, which also
+    stores them for the strategy pages), by strategy id; {} if measuring failed."""
+    from app.monitoring.capacity import measure_bots
+
+    try:
+        processes = measure_bots()["processes"]
+    except Exception:  # noqa: BLE001 - the scores matter more than the figures
+        log.exception("bot process measurement failed")
+        db.session.rollback()
+        return {}
+    return {p["strategy_id"]: p for p in processes}
+
+
+def _store_scores(reports: list[BotReport], now: float,
+                  usage: dict[int, dict] | None = None) -> None:
+    """Health score and last candle time on each Strategy; MetricSamples (with the bot's
+    CPU % and memory when measured); one commit."""
     if not reports:
         return
     table = Strategy.__table__
@@ -297,18 +317,23 @@ def _store_scores(reports: list[BotReport], now: float) -> None:
         (now - current_settings().system.monitoring.strategy_status_interval) // SAMPLE_EVERY)
     for r in reports:
         if new_bucket or r.score != r.target.health_score:
+            data = _sample_data(r, (usage or {}).get(r.target.id))
             db.session.add(MetricSample(kind="strategy", strategy_id=r.target.id,
-                                        recorded_at=recorded, data=_sample_data(r)))
+                                        recorded_at=recorded, data=data))
     db.session.commit()
 
 
-def _sample_data(r: BotReport) -> dict:
+def _sample_data(r: BotReport, process: dict | None = None) -> dict:
     obs = r.observation
-    return {"health_score": r.score, "status": obs.status, "state": obs.state,
+    data = {"health_score": r.score, "status": obs.status, "state": obs.state,
             "response_time": None if obs.response_time is None else round(obs.response_time, 4),
             "stalled": bool(r.verdict and r.verdict.stalled),
             "candle_age": None if not r.verdict or r.verdict.candle_age is None
             else round(r.verdict.candle_age, 1)}
+    if process:
+        data.update(cpu_percent=process["cpu_percent"], memory_rss=process["rss"],
+                    memory_pss=process["pss"])
+    return data
 
 
 def _apply_stalls(reports: list[BotReport], settings) -> tuple[list[int], list[int]]:

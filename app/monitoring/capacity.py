@@ -34,7 +34,7 @@ from sqlalchemy import delete, select
 
 from app.clock import utcnow
 from app.extensions import db, redis_store
-from app.monitoring import service
+from app.monitoring import bot_usage, service
 from app.monitoring.models import MetricSample
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
@@ -48,6 +48,7 @@ NORMAL_ABOVE = 50.0
 HYSTERESIS = 2.0  # percentage points below a boundary before its level is left
 MEASURED_STATUSES = ("running", "stalled")
 CPU_KEY = "btcw:capacity:proc-cpu"
+CPU_MIN_WINDOW = 10.0  # seconds: a CPU baseline younger than this is kept, not replaced
 GB = 1024 ** 3
 MB = 1024 ** 2
 MAX_TREND_POINTS = 500
@@ -190,10 +191,15 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 
 def measure_bots() -> dict:
-    """Memory and CPU of every running bot process on this machine.
+    """Memory and CPU of every running bot process on this machine; stores each bot's figures
+    for the strategy pages (bot_usage.store_usage).
 
-    CPU % is measured since the previous measurement (kept in Redis, any process), or over
-    the bot's lifetime when there is none yet.
+    This is the only place bot processes are measured (the status sweep and the Capacity page
+    call it). CPU % is measured against the previous measurement (its baseline kept in Redis,
+    shared by every process): a baseline younger than CPU_MIN_WINDOW seconds is kept rather
+    than replaced, so calls close together (a page refresh right after the sweep) still measure
+    over a real window; a call within a second of the baseline repeats the last figure. With no
+    baseline yet it is the average over the bot's lifetime.
     """
     local = _local_addresses()
     rows = db.session.execute(
@@ -218,15 +224,11 @@ def measure_bots() -> dict:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         key = f"{pid}:{created:.0f}"
-        before = previous.get(key)
-        if before and 1.0 <= now - before[1] <= 900 and cpu_seconds >= before[0]:
-            cpu = 100.0 * (cpu_seconds - before[0]) / (now - before[1])
-        else:
-            cpu = 100.0 * cpu_seconds / max(now - created, 1.0)
-        current_cpu[key] = (cpu_seconds, now)
+        cpu, current_cpu[key] = _cpu_since(previous.get(key), cpu_seconds, now, created)
         processes.append({"strategy_id": sid, "name": name, "pid": pid, "host": host,
-                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": round(cpu, 2)})
+                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": cpu})
     _save_cpu(current_cpu)
+    bot_usage.store_usage(processes, now)
     count = len(processes)
     total_rss = sum(p["rss"] for p in processes)
     total_pss = sum(p["pss"] for p in processes)
@@ -246,6 +248,26 @@ def measure_bots() -> dict:
         "cpu_percent": round(sum(p["cpu_percent"] for p in processes), 2),
         "processes": processes,
     }
+
+
+def _cpu_since(before: tuple | None, cpu_seconds: float, now: float,
+               created: float) -> tuple[float, tuple]:
+    """(CPU % of one process, the baseline to keep) from the previous baseline
+    (cpu seconds, time, last CPU %) and the process's CPU seconds now."""
+    usable = before is not None and 0 <= now - before[1] <= 900 and cpu_seconds >= before[0]
+    if not usable:
+        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
+        return cpu, (cpu_seconds, now, cpu)
+    elapsed = now - before[1]
+    if elapsed >= 1.0:
+        cpu = round(100.0 * (cpu_seconds - before[0]) / elapsed, 2)
+    elif len(before) > 2 and before[2] is not None:
+        cpu = before[2]
+    else:
+        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
+    if elapsed < CPU_MIN_WINDOW:
+        return cpu, (before[0], before[1], cpu)
+    return cpu, (cpu_seconds, now, cpu)
 
 
 def _previous_cpu() -> dict:

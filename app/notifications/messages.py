@@ -100,11 +100,31 @@ def render_custom(template_text: str, context: dict[str, Any]) -> str:
     return text.strip()[:MAX_CUSTOM_OUTPUT]
 
 
-def _signal_title(ctx: dict[str, Any]) -> str:
+def trade_action(action: str | None, direction: str | None) -> str:
+    """'entry long', 'exit short', … from a signal's action (enter_long, exit_short, …) and
+    direction; other actions as words (a status message: 'status')."""
+    verb, _, side = (action or "").partition("_")
+    if verb in ("enter", "entry", "exit") and side in ("long", "short", ""):
+        verb = "entry" if verb in ("enter", "entry") else "exit"
+        return f"{verb} {side or direction or ''}".strip()
+    words = (action or "signal").replace("_", " ")
+    return f"{words} {direction}" if direction and direction not in words else words
+
+
+def _strength(ctx: dict[str, Any]) -> str:
+    """'strong, 0.83' (level and raw strength) or just the level."""
     s = ctx["signal"]
-    direction = f" {s['direction']}" if s["direction"] else ""
+    level = ctx["level"] or "ungraded"
+    return level + (f", {s['strength']:.2f}" if s["strength"] is not None else "")
+
+
+def _signal_title(ctx: dict[str, Any]) -> str:
+    """'[P1] MA_Cross_BTC: exit long ADA/USDT @ 0.7096 (strong, 0.83)'."""
+    s = ctx["signal"]
     rate = f" @ {_number(s['rate'])}" if s["rate"] is not None else ""
-    return f"[{ctx['priority']}] {s['action']}{direction} {s['pair']}{rate}"[:255]
+    return (f"[{ctx['priority']}] {ctx['strategy']['name']}: "
+            f"{trade_action(s['action'], s['direction'])} {s['pair']}{rate} "
+            f"({_strength(ctx)})")[:255]
 
 
 def _indicator_line(indicators: dict[str, Any]) -> str:
@@ -119,8 +139,8 @@ def _simple_body(ctx: dict[str, Any], templates) -> str:
     s = ctx["signal"]
     strength = f"{ctx['level']}" + (f" {_number(s['strength'], 3)}" if s["strength"] is not None
                                     else "")
-    lines = [f"{ctx['strategy']['name']}: {s['action']} {s['direction']} {s['pair']} at "
-             f"{_number(s['rate'])} (strength {strength})"]
+    lines = [f"{ctx['strategy']['name']}: {trade_action(s['action'], s['direction'])} "
+             f"{s['pair']} at {_number(s['rate'])} (strength {strength})"]
     if s["profit_ratio"] is not None:
         lines.append(f"Profit {s['profit_ratio'] * 100:.2f} %")
     if templates.include_indicators and ctx["indicators"]:
@@ -135,7 +155,8 @@ def _detailed_body(ctx: dict[str, Any], templates, zone: str) -> str:
     lines = [
         f"Strategy: {ctx['strategy']['name']} (#{ctx['strategy']['id']})",
         f"Pair: {s['pair']}",
-        f"Action: {s['action']} ({s['direction']}), message {s['message_type']}",
+        f"Action: {trade_action(s['action'], s['direction'])} "
+        f"({s['action']}, message {s['message_type']})",
         f"Rate: {_number(s['rate'])}",
     ]
     if s["profit_ratio"] is not None:

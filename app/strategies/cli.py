@@ -51,17 +51,20 @@ def list_command(as_json: bool, status: str | None) -> None:
     if not rows:
         click.echo("No strategies. Create one with `flask strategies create`.")
         return
+    from app.rendering import mebibytes
+
     click.echo(f"{'ID':>4}  {'NAME':20} {'CLASS':18} {'TF':4} {'STATUS':9} {'PORT':>5} "
-               f"{'PID':>7} {'CPU%':>5} {'MEM MB':>7} {'PROFIT':>12}  PAIRS")
+               f"{'PID':>7} {'CPU%':>5} {'MEM (PSS)':>10} {'PROFIT':>12}  PAIRS")
     for row in rows:
         proc = row["process"] or {}
         bot = row["bot"] or {}
         profit = bot.get("profit_all_coin")
+        cpu = proc.get("cpu_percent")
         click.echo(
             f"{row['id']:>4}  {row['name'][:20]:20} {row['strategy_class'][:18]:18} "
             f"{row['timeframe']:4} {row['status']:9} {row['port'] or '-':>5} "
-            f"{row['pid'] or '-':>7} {proc.get('cpu_percent', '-'):>5} "
-            f"{proc.get('memory_mb', '-'):>7} "
+            f"{row['pid'] or '-':>7} {'-' if cpu is None else f'{cpu:.1f}':>5} "
+            f"{mebibytes(proc.get('memory_pss')):>10} "
             f"{(f'{profit:.4f}' if isinstance(profit, int | float) else '-'):>12}  "
             f"{','.join(row['pairs'])}")
 
@@ -183,8 +186,12 @@ def status_command(ref: str, as_json: bool) -> None:
     if basic["port"]:
         click.echo(f"  bot {basic['host']}:{basic['port']} pid {basic['pid']}")
     if proc:
-        click.echo(f"  cpu {proc['cpu_percent']}%  memory {proc['memory_mb']} MB  "
-                   f"uptime {proc['uptime_seconds']} s")
+        from app.rendering import mebibytes
+
+        cpu = "—" if proc["cpu_percent"] is None else f"{proc['cpu_percent']:.1f}%"
+        click.echo(f"  cpu {cpu}  memory {mebibytes(proc['memory_pss'])} PSS · "
+                   f"{mebibytes(proc['memory_rss'])} RSS  uptime {proc['uptime_seconds'] or 0} s"
+                   + ("" if proc["measured_at"] else "  (not measured yet)"))
     if bot.get("bot") == "reachable":
         profit = bot.get("profit") or {}
         balance = bot.get("balance") or {}

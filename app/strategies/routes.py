@@ -272,7 +272,7 @@ def _redirect(target: str):
 
 
 def _detail_context(strategy) -> dict:
-    return {"strategy": strategy, "process": service.process_snapshot(strategy),
+    return {"strategy": strategy, "process": service.process_of(strategy),
             "events": service.recent_events(strategy.id, 10)}
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from sqlalchemy import select
 
 from app.clock import isoformat, utcnow
@@ -31,6 +29,7 @@ from app.runtime.control import (
     RuntimeControlError,
     StrategyNotFound,
 )
+from app.runtime.ft_config import TRADABLE_BALANCE_RATIO
 from app.strategies.models import STATUSES, Strategy, StrategyEvent
 from app.strategies.validation import clean_strategy
 
@@ -313,62 +312,48 @@ def _wait_after(strategy_id: int, command: str, wait: float, result: dict,
 
 # ------------------------------------------------------------------------- process and bot
 
-_process_cache: dict[int, psutil.Process] = {}
-_process_lock = threading.Lock()
-_local_addresses: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+def uptime_seconds(strategy: Strategy) -> int | None:
+    """Seconds since the bot process started (None when no bot process runs)."""
+    if not strategy.pid or strategy.status not in ACTIVE_STATUSES or not strategy.started_at:
+        return None
+    return max(int((utcnow() - strategy.started_at).total_seconds()), 0)
 
 
-def is_local_host(host: str | None) -> bool:
-    """True when a bot's host address belongs to this machine (so its pid is one of ours)."""
-    global _local_addresses
-    if not host or host == "localhost" or host.startswith("127."):
-        return True
-    checked, addresses = _local_addresses
-    if time.monotonic() - checked > 60:
-        addresses = frozenset(
-            addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs)
-        _local_addresses = (time.monotonic(), addresses)
-    return host in addresses
+def process_figures(strategies: Iterable[Strategy]) -> dict[int, dict]:
+    """pid, uptime, CPU % and memory of each strategy whose bot process runs, by id.
 
-
-def process_snapshot(strategy: Strategy) -> dict | None:
-    """pid, CPU %, memory and uptime of the strategy's bot process when it runs on this machine
-    (None for a bot on another host, or one that is gone).
-
-    CPU % is measured between two calls (psutil keeps the previous sample per process); the
-    first call gives the average since the process started.
+    CPU % and memory (RSS, PSS, bytes) are what the monitoring sweep last measured
+    (app/monitoring/bot_usage.py); they are None until a measurement of this very process
+    exists (just started, a bot on a host the jobs do not run on, Redis down), so pages show
+    "—" instead of a made-up 0. `measured_at` says when they were measured.
     """
-    pid = strategy.pid
-    if not pid or not is_local_host(strategy.host):
-        return None
-    try:
-        with _process_lock:
-            proc = _process_cache.get(pid)
-            fresh = proc is None or not proc.is_running()
-            if fresh:
-                proc = psutil.Process(pid)
-                _process_cache[pid] = proc
-                if len(_process_cache) > 4096:
-                    _process_cache.pop(next(iter(_process_cache)))
-        with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            created = proc.create_time()
-            uptime = max(time.time() - created, 0.0)
-            if fresh:
-                proc.cpu_percent(None)  # prime the next call
-                times = proc.cpu_times()
-                cpu = (times.user + times.system) * 100 / uptime if uptime > 0 else 0.0
-            else:
-                cpu = proc.cpu_percent(None)
-            memory = proc.memory_info()
-        return {"pid": pid, "cpu_percent": round(cpu, 1), "memory_rss": memory.rss,
-                "memory_mb": round(memory.rss / 1048576, 1), "uptime_seconds": round(uptime),
-                "started": isoformat(datetime.fromtimestamp(created, UTC).replace(tzinfo=None))}
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        with _process_lock:
-            _process_cache.pop(pid, None)
-        return None
+    from app.monitoring.bot_usage import stored_usage
+
+    running = [s for s in strategies if s.pid and s.status in ACTIVE_STATUSES]
+    usage = stored_usage(s.id for s in running)
+    out = {}
+    for strategy in running:
+        sample = usage.get(strategy.id)
+        if sample is not None and sample.get("pid") != strategy.pid:
+            sample = None  # a measurement of the bot's previous process
+        sample = sample or {}
+        measured = sample.get("measured_at")
+        out[strategy.id] = {
+            "pid": strategy.pid,
+            "uptime_seconds": uptime_seconds(strategy),
+            "cpu_percent": sample.get("cpu_percent"),
+            "memory_rss": sample.get("memory_rss"),
+            "memory_pss": sample.get("memory_pss"),
+            "measured_at": isoformat(datetime.fromtimestamp(measured, UTC).replace(tzinfo=None))
+            if measured else None,
+        }
+    return out
+
+
+def process_of(strategy: Strategy) -> dict | None:
+    """process_figures() of one strategy; None when its bot process does not run."""
+    return process_figures([strategy]).get(strategy.id)
 
 
 def _bot_client(strategy: Strategy, timeout: float = 5.0):
@@ -434,10 +419,11 @@ def list_rows(strategies: list[Strategy] | None = None) -> list[dict]:
     """Strategies with their process figures and bot summary (what the list page shows)."""
     strategies = list_strategies() if strategies is None else strategies
     summaries = bot_summaries(strategies)
+    processes = process_figures(strategies)
     rows = []
     for strategy in strategies:
         row = to_dict(strategy)
-        row["process"] = process_snapshot(strategy)
+        row["process"] = processes.get(strategy.id)
         row["bot"] = summaries.get(strategy.id)
         rows.append(row)
     return rows
@@ -445,6 +431,9 @@ def list_rows(strategies: list[Strategy] | None = None) -> list[dict]:
 
 def bot_details(strategy: Strategy, trades_limit: int = 50) -> dict:
     """The bot's own status, profit, balance, count and recent trades through its API.
+
+    `reserve_percent` is the share of the dry-run wallet FreqTrade keeps back
+    (tradable_balance_ratio): its balance's `starting_capital` is the wallet minus it.
 
     Never raises for a bot problem: a bot that is not running or does not answer gives
     {"bot": "not_running" | "unreachable" | "timeout", "message": …}.
@@ -473,6 +462,7 @@ def bot_details(strategy: Strategy, trades_limit: int = 50) -> dict:
             out["errors"][key] = exc.message
     trades = (out.get("trades") or {}).get("trades") or []
     out["recent_trades"] = sorted(trades, key=lambda t: t.get("trade_id") or 0, reverse=True)
+    out["reserve_percent"] = round((1 - TRADABLE_BALANCE_RATIO) * 100, 2)
     return out
 
 
@@ -484,7 +474,7 @@ def detailed_status(strategy_id: int) -> dict:
     return {
         "strategy_id": strategy.id,
         "basic_status": to_dict(strategy),
-        "process": process_snapshot(strategy),
+        "process": process_of(strategy),
         "detailed_data": details,
         "timestamp": isoformat(utcnow()),
     }
@@ -627,10 +617,12 @@ def overview() -> dict:
         gateway_status = "degraded"
     cap = capacity()
     now = isoformat(utcnow())
+    processes = process_figures(strategies)
     rows = []
     for strategy in strategies:
         row = to_dict(strategy)
         row.update({
+            "process": processes.get(strategy.id),
             "runtime_status": strategy.status,
             "is_running": strategy.status == "running",
             "upstream_url": (f"http://{strategy.host or '127.0.0.1'}:{strategy.port}"

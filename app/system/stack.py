@@ -50,12 +50,12 @@ def _start(proc: Process, logs: Path) -> None:
     click.echo(f"  started {proc.name:11} pid {proc.popen.pid:<7} log {proc.log}")
 
 
-def _gunicorn_flags() -> list[str]:
-    """Flags every gunicorn of the stack gets.
+def gunicorn_flags() -> list[str]:
+    """Flags every gunicorn this project starts gets (the stack, the tests, the benches).
 
     gunicorn >= 25.1 opens a control socket at one fixed path ($XDG_RUNTIME_DIR or
     ~/.gunicorn/gunicorn.ctl): the web and the gateway (and any other gunicorn of this user)
-    would unlink each other's socket. The stack does not use it, so it is turned off.
+    would unlink each other's socket. Nothing here uses it, so it is turned off.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -120,7 +120,7 @@ def run_stack(demo: bool = True) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     flask = [str(BIN / "flask"), "--app", "app"]
     gunicorn = str(BIN / "gunicorn")
-    gunicorn_flags = _gunicorn_flags()
+    extra_flags = gunicorn_flags()
     procs: list[Process] = []
     redis_proc = _redis_process(current_app.config["REDIS_URL"], var)
     if redis_proc:
@@ -129,12 +129,12 @@ def run_stack(demo: bool = True) -> None:
         procs.append(Process("simulator", [*flask, "simulator", "run"]))
     procs.append(Process("web", [gunicorn, "-k", "gevent", "-w", str(settings.web.workers),
                                  "-b", f"{settings.web.host}:{settings.web.port}",
-                                 "--graceful-timeout", "5", *gunicorn_flags, "wsgi:web()"]))
+                                 "--graceful-timeout", "5", *extra_flags, "wsgi:web()"]))
     if _has_module("app.gateway.proxy"):
         procs.append(Process("gateway", [gunicorn, "-k", "gevent", "-w",
                                          str(settings.gateway.workers), "-b",
                                          f"{settings.gateway.host}:{settings.gateway.port}",
-                                         "--graceful-timeout", "5", *gunicorn_flags,
+                                         "--graceful-timeout", "5", *extra_flags,
                                          "wsgi:gateway()"]))
     procs.append(Process("worker", [*flask, "worker"]))
     procs.append(Process("cron", [*flask, "cron", "run"]))

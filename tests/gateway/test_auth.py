@@ -73,6 +73,58 @@ def test_renewal_refuses_a_locked_account(gw_auth, carol, bots_app):
             db.session.commit()
 
 
+def test_refused_basic_login_is_one_warning_line_and_counts_toward_lockout(
+        gw_auth, carol, bots_app, caplog, monkeypatch):
+    """Web and gateway share the lockout; the 401 says how many tries are left or until when
+    the account is locked; the log gets one line per refusal, no traceback (the password hash
+    runs in gevent's thread pool, which prints every exception raised inside it)."""
+    import io
+    import logging
+
+    from gevent import get_hub
+
+    from app.auth import service
+    from app.extensions import db
+    from app.runtime import bot_client
+
+    monkeypatch.setattr(bot_client, "_in_gevent", lambda: True)  # the thread pool path
+    hub_errors = io.StringIO()
+    monkeypatch.setattr(get_hub(), "exception_stream", hub_errors)
+    with bots_app.app_context():
+        attempts = bots_app.extensions["btcw_settings"].settings.system.security \
+            .max_login_attempts
+    caplog.set_level(logging.WARNING, logger="app.gateway.auth")
+    environ = {**_env(carol, "wrong-pass!word"), "REMOTE_ADDR": "203.0.113.7"}
+    failures = []
+    try:
+        for _ in range(attempts):
+            with pytest.raises(AuthFailure) as info:
+                gw_auth.identify(environ, "GET")
+            failures.append(info.value)
+        first, last = failures[0], failures[-1]
+        assert first.status == 401 and first.details == {"attempts_left": attempts - 1}
+        assert f"({attempts - 1} attempts left)" in first.message
+        assert set(last.details) == {"locked_until"}
+        assert last.message.startswith(f"Account locked after {attempts} failed logins until ")
+        with bots_app.app_context():
+            assert service.user_by_name(carol).locked_until is not None  # the web's lock too
+        with pytest.raises(AuthFailure) as info:  # the right password no longer helps
+            gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+        assert "locked" in info.value.message and info.value.details["locked_until"]
+
+        records = [r for r in caplog.records if r.name == "app.gateway.auth"]
+        assert len(records) == attempts + 1
+        assert all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
+        assert "'gw-carol' from 203.0.113.7 refused: Invalid username or password" \
+            in records[0].getMessage()
+        assert hub_errors.getvalue() == "", "nothing printed by gevent's hub"
+    finally:
+        with bots_app.app_context():
+            user = service.user_by_name(carol)
+            user.locked_until, user.failed_logins = None, 0
+            db.session.commit()
+
+
 def test_gateway_tokens_die_with_a_password_change(gw_auth, carol, bots_app):
     from app.auth import service
 

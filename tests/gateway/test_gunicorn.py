@@ -14,6 +14,7 @@ import requests
 import websocket
 from freqtrade_client import FtRestClient
 
+from app.system.stack import gunicorn_flags
 from tests.gateway.conftest import GATEWAY_TIMEOUT, PASSWORD, USER, bot_row, route
 from tests.gateway.fakes import DyingBot, sleepy_bot
 from tests.gateway.test_proxy import masked, steady
@@ -32,7 +33,7 @@ def gunicorn_gateway(bots_world, gateway_config_dir, gateway_app, demo_bots):
     log = open(bots_world.var_dir / "gateway-gunicorn.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(  # noqa: S603
         [str(BIN / "gunicorn"), "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "--graceful-timeout", "5", "wsgi:gateway()"],
+         "--graceful-timeout", "5", *gunicorn_flags(), "wsgi:gateway()"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -307,13 +307,18 @@ def test_wrong_password_counts_toward_lockout(gw, demo, bots_app):
         if service.user_by_name("gw-lockme") is None:
             service.create_user("gw-lockme", PASSWORD)
     bad = {"Authorization": basic("gw-lockme", "wrong-password!")}
-    messages = [gw.get(f"/api/strategy/{demo['id']}/status", headers=bad).get_json()["message"]
-                for _ in range(5)]
-    assert "attempts left" in messages[0]
-    assert messages[-1] == "Account locked." or "locked" in messages[-1].lower()
+    bodies = [gw.get(f"/api/strategy/{demo['id']}/status", headers=bad).get_json()
+              for _ in range(5)]
+    assert "(4 attempts left)" in bodies[0]["message"] and bodies[0]["attempts_left"] == 4
+    assert bodies[-1]["message"].startswith("Account locked after 5 failed logins until ")
+    assert bodies[-1]["locked_until"].endswith("Z") and bodies[-1]["status"] == 401
     good = gw.get(f"/api/strategy/{demo['id']}/status",
                   headers={"Authorization": basic("gw-lockme", PASSWORD)})
     assert good.status_code == 401 and "locked" in good.get_json()["message"].lower()
+    # The gateway's own endpoints answer the same way.
+    health = gw.get("/api/gateway/health", headers={"Authorization": basic("gw-lockme",
+                                                                          PASSWORD)})
+    assert health.status_code == 401 and health.get_json()["locked_until"]
 
 
 def test_api_token_works_as_bearer(gw, demo, bots_api_token):

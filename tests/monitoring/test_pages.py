@@ -23,6 +23,25 @@ def test_capacity_page_shows_numbers_chart_and_slider(auth, client, make_strateg
     assert 'class="progress-bar level-plenty"' in html
 
 
+def test_capacity_and_strategies_pages_show_a_bot_s_memory_alike(auth, client, make_strategy):
+    import os
+
+    strategy = make_strategy(pid=os.getpid(), port=None)
+    capacity_html = client.get("/capacity", headers={"HX-Request": "true"}).get_data(
+        as_text=True)
+    row = re.search(rf"<td>{strategy.name}</td><td class=\"num\">{os.getpid()}</td>"
+                    r'<td class="num">([\d,]+ MiB)</td>\s*<td class="num">([\d,]+ MiB)</td>',
+                    capacity_html)
+    assert row, "the capacity page lists the bot process in MiB"
+    pss, rss = row.groups()
+    assert re.search(r"<dt>Bots' memory</dt><dd>[\d,]+ MiB PSS · [\d,]+ MiB RSS", capacity_html)
+    # The page's measurement is what the strategies list shows: same figures, same unit.
+    listing = client.get("/strategies/", headers={"HX-Request": "true"}).get_data(as_text=True)
+    start = listing.index(f'id="strategy-row-{strategy.id}"')
+    cells = listing[start:listing.index("</tr>", start)]
+    assert f">{pss}</span>" in cells and f"RSS {rss}" in cells
+
+
 def test_capacity_refresh_returns_the_fragment_only(auth, client):
     response = client.get("/capacity", headers={"HX-Request": "true"})
     html = response.get_data(as_text=True)

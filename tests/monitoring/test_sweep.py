@@ -51,6 +51,28 @@ def test_sweep_scores_every_bot_and_stores_it(make_strategy, standin):
     assert {s.strategy_id for s in samples} == set(scores)
 
 
+def test_sweep_measures_each_bot_process_for_the_strategy_pages(make_strategy, standin):
+    import os
+
+    from app.monitoring import bot_usage
+
+    here = make_strategy(port=standin().port, pid=os.getpid())
+    elsewhere = make_strategy(port=standin().port, pid=os.getpid(), host="10.254.0.9")
+    summary = bot_status.sweep_strategies()
+    assert summary["measured_processes"] == 1  # only bots on this machine can be measured
+    stored = bot_usage.stored_usage([here.id, elsewhere.id])
+    assert set(stored) == {here.id}
+    figures = stored[here.id]
+    assert figures["pid"] == os.getpid() and figures["cpu_percent"] >= 0
+    assert figures["memory_pss"] > 10 * 2**20 and figures["memory_rss"] >= figures["memory_pss"]
+    ttl = redis_store.client.ttl(bot_usage.USAGE_KEY.format(id=here.id))
+    assert 60 <= ttl <= bot_usage.usage_ttl()
+    sample = db.session.scalars(select(MetricSample).where(
+        MetricSample.kind == "strategy", MetricSample.strategy_id == here.id)).one()
+    assert sample.data["memory_pss"] == figures["memory_pss"]
+    assert sample.data["cpu_percent"] == figures["cpu_percent"]
+
+
 def test_sweep_sends_the_bots_credentials(make_strategy, standin):
     strategy = make_strategy(port=0)
     bot = standin(username=strategy.api_username, password=strategy.api_password)

@@ -402,9 +402,33 @@ def test_simple_template_without_indicators_or_link(configure, make_signal):
     configure(channels={"inbox": INBOX}, templates={"signal_template": "simple",
                                                     "include_indicators": False,
                                                     "include_chart_link": False})
-    notification = service.notify_signal(make_signal("BTC/USDT", "P0").id)
+    signal = make_signal("BTC/USDT", "P0")
+    notification = service.notify_signal(signal.id)
     assert "rsi" not in notification.body and "/signals/" not in notification.body
-    assert notification.title.startswith("[P0] entry long BTC/USDT @ ")
+    rate = f"{signal.rate:g}"
+    assert notification.title == f"[P0] TrendBot: entry long BTC/USDT @ {rate} (strong, 0.90)"
+    assert notification.body == f"TrendBot: entry long BTC/USDT at {rate} (strength strong 0.9)"
+
+
+@pytest.mark.parametrize(("columns", "title"), [
+    ({"action": "exit_long", "direction": "long", "pair": "ADA/USDT", "rate": 0.7096,
+      "strength_raw": 0.83, "strength_level": "strong", "message_type": "exit"},
+     "[P1] TrendBot: exit long ADA/USDT @ 0.7096 (strong, 0.83)"),
+    ({"action": "enter_short", "direction": "short", "pair": "ETH/USDT", "rate": 3120.5,
+      "strength_raw": 0.61, "strength_level": "medium", "message_type": "strategy_msg"},
+     "[P1] TrendBot: entry short ETH/USDT @ 3120.5 (medium, 0.61)"),
+    ({"action": "entry", "direction": "long", "pair": "BTC/USDT", "rate": None,
+      "strength_raw": None, "strength_level": "weak"},
+     "[P1] TrendBot: entry long BTC/USDT (weak)"),
+])
+def test_signal_titles_read_like_a_sentence(configure, make_signal, columns, title):
+    configure(channels={"inbox": INBOX}, templates={"signal_template": "detailed"})
+    pair = columns.pop("pair")
+    notification = service.notify_signal(make_signal(pair, "P1", **columns).id)
+    assert notification.title == title
+    action = title.split(": ", 1)[1].split(f" {pair}")[0]
+    assert f"Action: {action} (" in notification.body
+    assert "exit_long long" not in notification.title + notification.body
 
 
 def test_send_test_reports_success_and_failure(configure, http_receiver):

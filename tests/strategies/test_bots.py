@@ -52,19 +52,25 @@ def test_overview_and_list_show_the_running_bots(bots_ctx, demo_bots, bots_clien
 
 
 def test_list_page_shows_process_and_bot_figures(bots_ctx, demo_bots, logged_in):
+    from app.monitoring.bot_status import sweep_strategies
+
+    sweep_strategies()  # the monitoring job that measures CPU and memory every 30 s
     html = logged_in.get("/strategies/", headers={"HX-Request": "true"}).get_data(as_text=True)
     for bot in demo_bots:
         row = _row(bot.id)
         start = html.index(f'id="strategy-row-{bot.id}"')
         cells = html[start:html.index("</tr>", start)]
         assert f">{row.port}<" in cells and f">{row.pid}<" in cells
-        assert " MB</span>" in cells  # memory of the live process
+        assert " MiB</span>" in cells and "%</span>" in cells  # the sweep's measurement
         assert "no answer" not in cells and "USDT</span>" in cells  # profit from the bot
 
 
 def test_detailed_status_comes_from_the_process_and_the_bot(bots_ctx, demo_bots, bots_client,
                                                           headers):
+    from app.monitoring.capacity import measure_bots
+
     bot = demo_bots[0]
+    measure_bots()  # what the status sweep does
     body = bots_client.get(f"{BASE}/{bot.id}/status/detailed", headers=headers).get_json()
     row = _row(bot.id)
     assert body["basic_status"]["status"] == "running"
@@ -72,6 +78,8 @@ def test_detailed_status_comes_from_the_process_and_the_bot(bots_ctx, demo_bots,
     assert process["pid"] == row.pid
     assert process["memory_rss"] == pytest.approx(psutil.Process(row.pid).memory_info().rss,
                                                   rel=0.5)
+    assert 0 < process["memory_pss"] <= process["memory_rss"]
+    assert process["cpu_percent"] >= 0 and process["measured_at"].endswith("Z")
     assert process["uptime_seconds"] >= 0
     data = body["detailed_data"]
     assert data["bot"] == "reachable" and data["errors"] == {}
@@ -94,7 +102,10 @@ def test_detail_page_shows_profit_and_balance_from_the_bot(bots_ctx, demo_bots, 
     html = logged_in.get(f"/strategies/{bot.id}/bot",
                          headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'id="tile-profit"' in html and 'id="tile-balance"' in html
-    assert f"starting {balance['starting_capital']:.2f}" in html
+    # FreqTrade's starting_capital is the tradable part of the dry-run wallet, said so.
+    assert (f"tradable {balance['starting_capital']:.2f} (FreqTrade keeps a 1 % reserve)"
+            in html)
+    assert f"starting {balance['starting_capital']:.2f}" not in html
     assert "Open trades" in html and "Recent trades" in html
     assert "Bot unreachable" not in html
 

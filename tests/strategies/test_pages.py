@@ -56,6 +56,43 @@ def test_list_page_shows_health_and_empty_state(auth, client, strategy, library_
     assert "No strategies yet" in client.get("/strategies/").get_data(as_text=True)
 
 
+def _row_cells(html: str, strategy_id: int) -> list[str]:
+    start = html.index(f'id="strategy-row-{strategy_id}"')
+    row = html[start:html.index("</tr>", start)]
+    return re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+
+
+def test_list_and_detail_show_the_monitoring_measurement_in_mib(auth, client, strategy):
+    import os
+    from datetime import timedelta
+
+    from app.clock import utcnow
+    from app.monitoring import capacity
+
+    strategy.status, strategy.desired_state, strategy.pid = "running", "running", os.getpid()
+    strategy.port, strategy.host = 18124, "127.0.0.1"
+    strategy.started_at = utcnow() - timedelta(minutes=5)
+    db.session.commit()
+    cells = _row_cells(client.get("/strategies/", headers=HTMX).get_data(as_text=True),
+                       strategy.id)
+    uptime, cpu, memory = cells[7], cells[8], cells[9]
+    assert "5 min" in uptime
+    assert "—" in cpu and "not measured yet" in cpu and "0.0" not in cpu  # no sample yet
+    assert "—" in memory and "MiB" not in memory
+
+    measured = capacity.measure_bots()["processes"][0]  # the status sweep's measurement
+    cells = _row_cells(client.get("/strategies/", headers=HTMX).get_data(as_text=True),
+                       strategy.id)
+    assert f"{measured['cpu_percent']:.1f}%" in cells[8]
+    pss, rss = round(measured["pss"] / 2**20), round(measured["rss"] / 2**20)
+    assert f">{pss:,} MiB</span>" in cells[9] and f"RSS {rss:,} MiB" in cells[9]
+    status = client.get(f"/strategies/{strategy.id}/status",
+                        headers=HTMX).get_data(as_text=True)
+    assert f"{pss:,} MiB</span> PSS" in status and f"{rss:,} MiB</span> RSS" in status
+    assert f"{measured['cpu_percent']:.1f}%" in status
+    assert " MB<" not in status and " MB<" not in client.get("/strategies/").get_data(as_text=True)
+
+
 def test_new_form_lists_library_files(auth, client, library_dir):
     html = client.get("/strategies/new").get_data(as_text=True)
     assert 'id="strategy-form"' in html

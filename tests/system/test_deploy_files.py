@@ -41,6 +41,7 @@ def _check_command(argv: list[str], app) -> None:
         source = (ROOT / f"{module}.py").read_text()
         assert re.search(rf"^def {func[:-2]}\(", source, re.M), f"{target} not defined"
         assert "-k" in argv and argv[argv.index("-k") + 1] == "gevent"
+        assert "--no-control-socket" in argv, "gunicorn's control socket is one shared path"
     elif argv[0] == "flask":
         ctx = app.cli.make_context("flask", [], resilient_parsing=True)
         group = app.cli.get_command(ctx, argv[1])
@@ -64,6 +65,24 @@ def test_dockerfile_is_slim_non_root_gunicorn_gevent():
     user = re.search(r"^USER (\S+)", text, re.M)
     assert user and user.group(1) not in ("root", "0")
     assert "-k\", \"gevent\"" in text and "wsgi:web()" in text
+    assert "\"--no-control-socket\"" in text
+
+
+def test_every_gunicorn_the_project_starts_has_no_control_socket():
+    """gunicorn >= 25.1 puts every instance's control socket at ~/.gunicorn/gunicorn.ctl, so
+    two at once unlink each other's; everything that launches one passes gunicorn_flags()."""
+    from app.system.stack import gunicorn_flags
+
+    assert gunicorn_flags() == ["--no-control-socket"]
+    launchers = []
+    sources = [*ROOT.glob("app/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/*.py")]
+    for path in sources:
+        text = path.read_text()
+        if re.search(r"BIN / \"gunicorn\"|\[\"gunicorn\"", text):
+            launchers.append(path.relative_to(ROOT).as_posix())
+            assert "gunicorn_flags()" in text, f"{launchers[-1]} starts gunicorn without it"
+    assert {"app/system/stack.py", "tests/signals/webserver.py", "tests/gateway/test_gunicorn.py",
+            "bench/gateway.py"} <= set(launchers)
 
 
 def test_wsgi_patches_gevent_first():
