@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +34,13 @@ from app.extensions import db, redis_store
 from app.monitoring import stall
 from app.monitoring.health_score import health_score
 from app.monitoring.models import MetricSample
-from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable
+from app.runtime.bot_client import (
+    BotClient,
+    BotError,
+    BotTimeout,
+    BotUnreachable,
+    run_concurrently,
+)
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
@@ -163,35 +167,10 @@ def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -
     rounds = -(-len(prepared) // width)
     connect = current_settings().system.gateway.connect_timeout
     budget = (3 * timeout + connect + 1.0) * rounds
-    if _gevent_patched():
-        from gevent.pool import Pool
-
-        pool = Pool(width)
-        for i in range(len(prepared)):
-            pool.spawn(one, i)
-        pool.join(timeout=budget)
-        pool.kill(block=False)
-    else:
-        executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix="status_sweep")
-        futures = [executor.submit(one, i) for i in range(len(prepared))]
-        end = time.monotonic() + budget
-        try:
-            for future in futures:
-                future.result(timeout=max(0.0, end - time.monotonic()))
-        except FutureTimeout:
-            pass
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+    run_concurrently(len(prepared), one, width, budget, "status_sweep")
     return [r if r is not None else Observation(prepared[i][0].id, status="timeout",
                                                  error=f"no answer within {budget:.0f} s")
             for i, r in enumerate(results)]
-
-
-def _gevent_patched() -> bool:
-    """True in the gevent-patched web and gateway processes (greenlets instead of threads)."""
-    from gevent import monkey
-
-    return monkey.is_module_patched("socket")
 
 
 @dataclass

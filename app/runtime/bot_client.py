@@ -126,6 +126,33 @@ def _in_gevent() -> bool:
     return monkey.is_module_patched("socket")
 
 
+def run_concurrently(count: int, task, width: int, budget: float, name: str) -> None:
+    """Run task(0) … task(count-1), at most `width` at once, giving up after `budget` seconds.
+
+    Greenlets in the gevent-patched web and gateway processes, threads everywhere else (RQ
+    work horses, CLI); tasks still running at the deadline are abandoned, never waited for.
+    """
+    if _in_gevent():
+        from gevent.pool import Pool
+
+        pool = Pool(width)
+        for i in range(count):
+            pool.spawn(task, i)
+        pool.join(timeout=budget)
+        pool.kill(block=False)
+        return
+    executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix=name)
+    futures = [executor.submit(task, i) for i in range(count)]
+    end = time.monotonic() + budget
+    try:
+        for future in futures:
+            future.result(timeout=max(0.0, end - time.monotonic()))
+    except FutureTimeout:
+        pass
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 class BotClient:
     """A FreqTrade bot's REST API: pooled session, Basic auth, timeouts, typed errors."""
 
@@ -779,25 +806,7 @@ def fetch_all(targets: Iterable, path: str, timeout: float = 5.0, *,
     width = max(1, min(concurrency, len(prepared)))
     rounds = -(-len(prepared) // width)
     budget = (timeout + DEFAULT_CONNECT_TIMEOUT + 1.0) * rounds
-    if _in_gevent():
-        from gevent.pool import Pool
-
-        pool = Pool(width)
-        for i in range(len(prepared)):
-            pool.spawn(one, i)
-        pool.join(timeout=budget)
-        pool.kill(block=False)
-    else:
-        executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix="fetch_all")
-        futures = [executor.submit(one, i) for i in range(len(prepared))]
-        end = time.monotonic() + budget
-        try:
-            for future in futures:
-                future.result(timeout=max(0.0, end - time.monotonic()))
-        except FutureTimeout:
-            pass
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+    run_concurrently(len(prepared), one, width, budget, "fetch_all")
     for i, result in enumerate(results):
         if result is None:
             key = prepared[i][0]
