@@ -174,3 +174,21 @@ def api_token(app, user) -> str:
 
     _, plain = service.create_token(user, "tests")
     return plain
+
+
+@pytest.fixture
+def live_server(app, user):
+    """The web app on a free loopback port for browser tests; alice can log in."""
+    from tests.support.browser import live_server as serve
+
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless Chromium through Playwright."""
+    from tests.support.browser import chromium
+
+    with chromium() as instance:
+        yield instance

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,38 +11,13 @@ from app.clock import utcnow
 from app.extensions import db
 from app.monitoring import capacity, system_status
 from app.monitoring.models import MetricSample
-from tests.conftest import PASSWORD
+from tests.support.browser import logged_in_page
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def live_server(app, user):
-    """The web app on a free loopback port (werkzeug, threaded) for the browser."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test-packages installs it)")
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield instance
-        instance.close()
 
 
 def _history() -> None:
@@ -63,15 +37,8 @@ def test_capacity_dashboard_in_chromium(live_server, browser, make_strategy):
     make_strategy(port=None)
     _history()
     system_status.sample_system()
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    page.goto(f"{live_server}/login?next=/capacity")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/capacity")
+    page = logged_in_page(browser, live_server, "/capacity")
+    errors = page.errors
 
     # The numbers.
     assert page.inner_text("#tile-running .stat-value").strip() == "1"
@@ -127,14 +94,8 @@ def test_system_page_in_chromium(live_server, browser):
     system_status.sample_system()
     system_status.sample_system()
     raise_alert("bot_stalled", "Strategy demo (id 1) is stalled: no new candle for 6.0 min.")
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{live_server}/login?next=/system/")
-    page.fill("#username", "alice")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/system/")
+    page = logged_in_page(browser, live_server, "/system/")
+    errors = page.errors
     assert page.inner_text("#host-memory .stat-value").strip().endswith("%")
     page.wait_for_selector("#host-cpu-chart canvas")
     page.wait_for_selector("#host-memory-chart canvas")

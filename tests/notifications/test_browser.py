@@ -3,50 +3,19 @@ page's htmx forms, the send-test button, the inbox and the live bell."""
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
 import pytest
 
 from app.notifications import service
-from tests.conftest import PASSWORD
+from tests.support.browser import logged_in_page
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 
 
 @pytest.fixture
-def live_server(app, user):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def page(live_server):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test-packages installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.errors = []
-        tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
-        tab.goto(f"{live_server}/login?next=/notifications/settings")
-        tab.fill("#username", "alice")
-        tab.fill("#password", PASSWORD)
-        tab.click("button[type=submit]")
-        tab.wait_for_url(f"{live_server}/notifications/settings")
-        yield tab
-        browser.close()
+def page(live_server, browser):
+    return logged_in_page(browser, live_server, "/notifications/settings", width=1280, height=900)
 
 
 def test_add_a_channel_and_send_a_test_from_the_settings_page(page, config_file,

@@ -3,39 +3,20 @@ gevent: new signals appear at the top without a reload, filters narrow the live 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
-from tests.conftest import PASSWORD
 from tests.signals.conftest import strategy_msg
+from tests.support.browser import logged_in_page
 
 pytestmark = pytest.mark.browser
 SHOTS = None  # a Path keeps the screenshots for a look
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
-def page(live_web, user):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test-packages installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.errors = []
-        tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
-        tab.goto(f"{live_web.url}/login?next=/signals/")
-        tab.fill("#username", "alice")
-        tab.fill("#password", PASSWORD)
-        tab.click("button[type=submit]")
-        tab.wait_for_url(f"{live_web.url}/signals/")
-        yield tab
-        browser.close()
+def page(live_web, user, browser):
+    return logged_in_page(browser, live_web.url, "/signals/", width=1280, height=900)
 
 
 def post(live_web, strategy, body) -> int:

@@ -4,19 +4,13 @@ do the same."""
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import PASSWORD
 from tests.strategies.conftest import valid_payload
+from tests.support.browser import logged_in_page
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # How the table wrapper of a list is laid out: its own max-height and whether it scrolls.
 WRAP_LAYOUT = """selector => {
   const wrap = document.querySelector(selector);
@@ -27,33 +21,10 @@ WRAP_LAYOUT = """selector => {
 }"""
 
 
-@pytest.fixture
-def live_server(app, user):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
 
 @pytest.fixture
-def page(live_server):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test-packages installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        tab = browser.new_page(viewport={"width": 1280, "height": 800})
-        tab.goto(f"{live_server}/login?next=/strategies/")
-        tab.fill("#username", "alice")
-        tab.fill("#password", PASSWORD)
-        tab.click("button[type=submit]")
-        tab.wait_for_url(f"{live_server}/strategies/")
-        yield tab
-        browser.close()
+def page(live_server, browser):
+    return logged_in_page(browser, live_server, "/strategies/", width=1280, height=800)
 
 
 def test_long_lists_scroll_with_the_page(app, library_dir, live_server, page, tmp_path):
