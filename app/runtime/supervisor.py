@@ -499,25 +499,21 @@ class Supervisor:
                 return
             text = (f"Restart failed: {message}\nGave up after {decision.crashes_in_window} "
                     f"crashes.")
-            strategy.status = "crashed"
-            strategy.desired_state = "stopped"
-            strategy.status_message = text
-            strategy.stopped_at = utcnow()
-            record_event(strategy_id, "crashed", text)
-            db.session.commit()
-            with self._lock:
-                self.bots.pop(strategy_id, None)
-            self._publish(strategy)
+            self._give_up(strategy, "crashed", text)
             self._alert(strategy, text, "critical")
             return
-        strategy.status = "error"
+        self._give_up(strategy, "error", message)
+
+    def _give_up(self, strategy, status: str, message: str) -> None:
+        """Leave a bot down for good: status crashed or error, no longer wanted running."""
+        strategy.status = status
         strategy.desired_state = "stopped"
         strategy.status_message = message
         strategy.stopped_at = utcnow()
-        record_event(strategy_id, "error", message)
+        record_event(strategy.id, status, message)
         db.session.commit()
         with self._lock:
-            self.bots.pop(strategy_id, None)
+            self.bots.pop(strategy.id, None)
         self._publish(strategy)
 
     def _stop_thread(self, strategy_id: int, reason: str) -> None:
