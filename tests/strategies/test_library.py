@@ -5,25 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app.strategies import library
+from tests.strategies.conftest import STRATEGY_SOURCE
 
-STRATEGY = '''
-from freqtrade.strategy import IStrategy
-
-
-class My_Strategy(IStrategy):
-    timeframe = "1m"
-    minimal_roi = {"0": 0.05}
-    stoploss = -0.05
-
-    def populate_indicators(self, dataframe, metadata):
-        return dataframe
-
-    def populate_entry_trend(self, dataframe, metadata):
-        return dataframe
-
-    def populate_exit_trend(self, dataframe, metadata):
-        return dataframe
-'''
+STRATEGY = STRATEGY_SOURCE
 
 
 def _all_files(folder):
