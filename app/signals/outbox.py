@@ -94,14 +94,38 @@ def resume_redis() -> None:
 def note_of(message_type: str, enter_tag: str | None, exit_reason: str | None,
             payload: dict | None) -> str:
     """A short human text for a signal: its tag, exit reason, status or message text."""
-    text = exit_reason if message_type.startswith("exit") else enter_tag
+    text = exit_reason if message_type.startswith("exit") else (enter_tag or exit_reason)
     if not text and payload:
-        if message_type == "strategy_msg" and isinstance(payload.get("msg"), str):
-            text = payload["msg"]
+        if message_type == "strategy_msg":
+            text = _message_note(payload.get("msg"))
         elif isinstance(payload.get("status"), str):
             text = payload["status"]
     text = (text or "").strip()
     return text if len(text) <= NOTE_CHARS else text[:NOTE_CHARS - 1] + "…"
+
+
+def _message_note(msg: Any) -> str:
+    """A strategy message as text; for a mixin signal (JSON with "btcw") its candle and the
+    indicator values it carried rather than the raw JSON."""
+    message = msg
+    if isinstance(msg, str) and msg.lstrip().startswith("{"):
+        try:
+            message = json.loads(msg)
+        except ValueError:
+            return msg
+    if not isinstance(message, dict):
+        return message if isinstance(message, str) else ""
+    if "btcw" not in message:
+        return json.dumps(message, sort_keys=True)
+    parts = []
+    candle = message.get("candle")
+    if isinstance(candle, str) and len(candle) >= 16:
+        parts.append(f"{message.get('timeframe') or ''} candle {candle[11:16]} UTC".strip())
+    indicators = message.get("indicators")
+    if isinstance(indicators, dict):
+        parts.extend(f"{name} {value:.4g}" if isinstance(value, (int, float))
+                     else f"{name} {value}" for name, value in list(indicators.items())[:4])
+    return " · ".join(parts)
 
 
 def live_event(columns: dict[str, Any], strategy_name: str) -> dict[str, Any]:

@@ -191,3 +191,20 @@ def test_sweep_job_delivers_what_redis_missed(strategy, post_webhook, redis_serv
     db.session.commit()
     assert sweep_outbox() == {"published": 1, "handed_on": 1, "error": ""}
     assert notify_job_ids(redis_server.url) == [f"signal-{signal_id}"]
+
+
+def test_signal_notes_are_text_not_raw_json():
+    signal = json.dumps({"btcw": 1, "kind": "signal", "pair": "BTC/USDT", "action": "exit_long",
+                         "candle": "2026-11-24T23:25:00+00:00", "timeframe": "1m",
+                         "indicators": {"rsi": 71.23456, "adx": 30, "trend": "up"}})
+    assert outbox.note_of("strategy_msg", None, None, {"msg": signal}) == \
+        "1m candle 23:25 UTC · rsi 71.23 · adx 30 · trend up"
+    # A tag wins; plain text and other JSON messages are shown as they are.
+    assert outbox.note_of("strategy_msg", None, "rsi_high", {"msg": signal}) == "rsi_high"
+    assert outbox.note_of("strategy_msg", None, None, {"msg": "hello {there}"}) == \
+        "hello {there}"
+    assert outbox.note_of("strategy_msg", None, None, {"msg": {"b": 1, "a": 2}}) == \
+        '{"a": 2, "b": 1}'
+    assert outbox.note_of("strategy_msg", None, None, {"msg": "{not json"}) == "{not json"
+    assert outbox.note_of("status", None, None, {"status": "running"}) == "running"
+    assert len(outbox.note_of("entry", "x" * 500, None, None)) == outbox.NOTE_CHARS

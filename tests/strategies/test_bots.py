@@ -60,7 +60,7 @@ def test_list_page_shows_process_and_bot_figures(bots_ctx, demo_bots, logged_in)
         row = _row(bot.id)
         start = html.index(f'id="strategy-row-{bot.id}"')
         cells = html[start:html.index("</tr>", start)]
-        assert f">{row.port}<" in cells and f">{row.pid}<" in cells
+        assert f">{row.port}<" in cells and f">pid {row.pid}<" in cells
         assert " MiB</span>" in cells and "%</span>" in cells  # the sweep's measurement
         assert "no answer" not in cells and "USDT</span>" in cells  # profit from the bot
 
