@@ -157,7 +157,10 @@ def settings():
 def channel_form():
     """The add/edit form: `original` = the channel being edited, `type` switches fields."""
     original = request.args.get("original") or None
-    form = settings_editor.channel_form(original, request.args.get("type"))
+    try:
+        form = settings_editor.channel_form(original, request.args.get("type"))
+    except settings_editor.SettingsError as exc:
+        return error_response(422, str(exc))
     if original and not form["exists"]:
         abort(404, description=f"No channel named {original!r} in the config file.")
     if "name" in request.args:

@@ -11,6 +11,7 @@ empty secret field keeps the stored value.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 import shutil
@@ -86,7 +87,8 @@ class SettingsError(ValueError):
     """A form that cannot be saved: `errors` maps form field names to messages."""
 
     def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        super().__init__("; ".join(v if k == "__all__" else f"{k}: {v}"
+                                   for k, v in errors.items()))
         self.errors = errors
 
 
@@ -103,7 +105,17 @@ def raw_section() -> dict[str, Any]:
     path = config_path()
     if not path.exists():
         return {}
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SettingsError({"__all__": f"{path} cannot be read{where}: {problem}. Fix the "
+                             "file by hand; the page will not overwrite it."}) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("notifications") or {}, dict):
+        raise SettingsError({"__all__": f"{path} must hold a 'notifications:' mapping. Fix "
+                             "the file by hand; the page will not overwrite it."})
     return copy.deepcopy(data.get("notifications") or {})
 
 
@@ -333,11 +345,58 @@ def _field_of(key: str) -> str:
     return tail[-1] if tail else "__all__"
 
 
+def render_file(path: Path, section: dict[str, Any]) -> str:
+    """The file's new text: the `notifications:` block replaced by `section`.
+
+    The file is edited in place with ruamel.yaml's round trip, so the owner's comments, key
+    order and list styles survive a save from the page; a missing file is written fresh (an
+    unreadable one never gets here: raw_section() refuses it).
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import YAMLError
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 100
+    document = None
+    if path.exists():
+        try:
+            document = rt.load(path.read_text(encoding="utf-8"))
+        except YAMLError:
+            document = None
+    if not isinstance(document, CommentedMap):
+        return HEADER + yaml.safe_dump({"notifications": section}, sort_keys=False,
+                                       allow_unicode=True, width=100)
+    if isinstance(document.get("notifications"), CommentedMap):
+        _merge_into(document["notifications"], section)
+    else:
+        document["notifications"] = section
+    out = io.StringIO()
+    rt.dump(document, out)
+    return out.getvalue()
+
+
+def _merge_into(node: Any, new: dict[str, Any]) -> None:
+    """Make the round-trip mapping `node` equal `new`, keeping what is unchanged (and so its
+    comments) and updating lists in place (so their flow or block style stays)."""
+    for key in [k for k in node if k not in new]:
+        del node[key]
+    for key, value in new.items():
+        old = node.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            _merge_into(old, value)
+        elif isinstance(value, list) and isinstance(old, list):
+            if list(old) != value:
+                old[:] = value
+        elif old != value or isinstance(old, bool) != isinstance(value, bool):
+            node[key] = value
+
+
 def save_section(section: dict[str, Any]) -> None:
     """Validate the whole block with the loader, write it atomically, reload everywhere."""
     folder = Path(current_settings().config_dir)
-    document = {"notifications": section}
-    text = HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    text = render_file(folder / FILE, section)
     with tempfile.TemporaryDirectory(prefix="btcw-notify-") as scratch:
         for other in ("system.yml", "proxy.yml"):
             if (folder / other).exists():

@@ -180,3 +180,38 @@ def test_reload_reaches_other_processes_through_the_version_counter(auth, client
     form["same_pair_interval"] = "120"
     assert _post(client, auth, "/notifications/settings/rules", form).status_code == 200
     assert int(redis_store.client.get(VERSION_KEY)) == before + 1
+
+
+def test_saving_keeps_the_owners_comments_and_list_styles(auth, client, config_file):
+    text = config_file.read_text()
+    assert "max_per_minute: " in text
+    text = text.replace("notifications:\n", "notifications:  # my own note on the block\n", 1)
+    config_file.write_text("# kept: a comment at the top\n" + text)
+    form = _rules_form()
+    form.update({"global_max_per_minute": "9", "P1_channels": "feishu, email"})
+    response = _post(client, auth, "/notifications/settings/rules", form)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    saved = config_file.read_text()
+    assert saved.startswith("# kept: a comment at the top\n")
+    assert "notifications:  # my own note on the block" in saved
+    assert "global_max_per_minute: 9" in saved
+    assert "# notifications per minute, all channels together" in saved  # the key's comment
+    assert 'channels: ["sms", "feishu", "wechat"]' in saved  # untouched P0 list, flow style
+    assert _stored(config_file)["priorities"]["P1"]["channels"] == ["feishu", "email"]
+    assert current_settings().notifications.rate_limiting.global_max_per_minute == 9
+
+
+def test_an_unreadable_file_is_refused_not_overwritten(auth, client, config_file):
+    broken = "notifications: [this is: not, {valid\n"
+    config_file.write_text(broken)
+    response = _post(client, auth, "/notifications/settings/rules", _rules_form())
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "cannot be read (line 2, column 1)" in html and "will not overwrite it" in html
+    response = _post(client, auth, "/notifications/settings/channels/inbox/delete", {})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422 and "cannot be read" in body and "__all__" not in body
+    response = client.get("/notifications/settings/channel-form?original=inbox")
+    assert response.status_code == 422
+    assert config_file.read_text() == broken, "the owner's file is left as it was"
+    assert client.get("/notifications/settings").status_code == 200  # live settings still shown
