@@ -83,6 +83,8 @@ def utilization_trend_api():
 @api.post("/capacity/alert-threshold")
 def alert_threshold_api():
     body = request.get_json(silent=True)
+    if request.is_json and not isinstance(body, dict) and request.get_data():
+        return error_response(400, 'body: send a JSON object such as {"threshold": 80}.')
     if isinstance(body, dict):
         raw = body.get("threshold", body.get("threshold_percent"))
     elif request.form:

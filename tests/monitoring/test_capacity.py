@@ -37,6 +37,16 @@ def test_bad_threshold_is_400_with_the_reason(client, api_token, body, reason):
     assert capacity.alert_threshold() == 80.0  # unchanged: the config default
 
 
+@pytest.mark.parametrize("data", ["garbage{", "[80]", "80"])
+def test_a_body_that_is_not_a_json_object_is_400(client, api_token, data):
+    response = client.post("/api/v1/system/capacity/alert-threshold", data=data,
+                           headers={"Authorization": f"Bearer {api_token}",
+                                    "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["message"].startswith("body: send a JSON object")
+    assert capacity.alert_threshold() == 80.0
+
+
 def test_threshold_is_saved_and_survives_a_restart(client, api_token, app_config):
     response = client.post("/api/v1/system/capacity/alert-threshold", json={"threshold": 75},
                            headers={"Authorization": f"Bearer {api_token}"})
