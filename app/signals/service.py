@@ -45,7 +45,7 @@ class SignalFilters:
     strategy_id: int | None = None
     pair: str | None = None
     levels: tuple[str, ...] = ()
-    action: str | None = None
+    actions: tuple[str, ...] = ()
     message_type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -55,7 +55,7 @@ class SignalFilters:
     @property
     def active(self) -> bool:
         """True when any filter narrows the list."""
-        return any((self.strategy_id, self.pair, self.levels, self.action, self.message_type,
+        return any((self.strategy_id, self.pair, self.levels, self.actions, self.message_type,
                     self.since, self.until))
 
     def params(self, **extra: Any) -> dict[str, str]:
@@ -72,7 +72,7 @@ class SignalFilters:
             return False
         if self.levels and event.get("level") not in self.levels:
             return False
-        if self.action is not None and event.get("action") != self.action:
+        if self.actions and event.get("action") not in self.actions:
             return False
         if self.message_type is not None and event.get("type") != self.message_type:
             return False
@@ -115,7 +115,7 @@ def _parse_bound(param: str, text: str, end: bool) -> datetime:
 
 
 def parse_filters(args: Mapping[str, str]) -> SignalFilters:
-    """Filters from query parameters: strategy_id, pair, level (comma list), action, type,
+    """Filters from query parameters: strategy_id, pair, level and action (comma lists), type,
     from, to. Raises FilterError naming the parameter."""
     raw: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -142,10 +142,14 @@ def parse_filters(args: Mapping[str, str]) -> SignalFilters:
         values["levels"] = levels
         raw["level"] = ",".join(levels)
     if text["action"]:
-        if text["action"] not in ACTIONS:
-            raise FilterError("action", f"unknown action {text['action']!r}; "
-                                        f"use one of {', '.join(ACTIONS)}")
-        values["action"] = raw["action"] = text["action"]
+        actions = tuple(dict.fromkeys(p.strip() for p in text["action"].split(",")
+                                      if p.strip()))
+        bad = [a for a in actions if a not in ACTIONS]
+        if bad:
+            raise FilterError("action", f"unknown action {bad[0]!r}; use {', '.join(ACTIONS)} "
+                                        "(several separated by commas)")
+        values["actions"] = actions
+        raw["action"] = ",".join(actions)
     if text["type"]:
         if text["type"] not in MESSAGE_TYPES:
             raise FilterError("type", f"unknown message type {text['type']!r}; "
@@ -193,8 +197,8 @@ def _filtered(filters: SignalFilters, before_id: int | None = None):
         stmt = stmt.where(Signal.pair == filters.pair)
     if filters.levels:
         stmt = stmt.where(Signal.strength_level.in_(filters.levels))
-    if filters.action is not None:
-        stmt = stmt.where(Signal.action == filters.action)
+    if filters.actions:
+        stmt = stmt.where(Signal.action.in_(filters.actions))
     if filters.message_type is not None:
         stmt = stmt.where(Signal.message_type == filters.message_type)
     if filters.since is not None:

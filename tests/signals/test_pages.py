@@ -53,6 +53,10 @@ def test_api_filters(auth, populated):
         ids["macd-strong-dot"], ids["rsi-strong"], ids["rsi-medium"], ids["macd-entry"]}
     assert api_ids(auth, "action=exit_long") == [ids["rsi-weak-exit"]]
     assert api_ids(auth, "action=status") == [ids["macd-status"]]
+    # "Entries and exits" on the page: everything but bot status and text messages.
+    everything = api_ids(auth, "")
+    trades = api_ids(auth, "action=enter_long,exit_long,enter_short,exit_short")
+    assert trades == [i for i in everything if i != ids["macd-status"]]
     assert api_ids(auth, "type=entry") == [ids["macd-entry"]]
     assert api_ids(auth, f"strategy_id={macd.id}&level=ignore") == [ids["macd-status"]]
 
@@ -98,6 +102,7 @@ def test_keyset_pagination_walks_every_row_once(auth, strategy, post_webhook):
     ("limit=0", "limit"),
     ("limit=100000", "limit"),
     ("action=buy", "action"),
+    ("action=enter_long,sell", "action"),
     ("type=trade", "type"),
     ("format=xml", "format"),
 ])
@@ -266,3 +271,13 @@ def test_pages_escape_what_bots_send(auth, strategy, post_webhook):
         html = auth.client.get(url).get_data(as_text=True)
         assert "<script>alert(1)</script>" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_live_rows_follow_the_action_list():
+    from app.signals.service import parse_filters
+
+    filters = parse_filters({"action": "enter_long, exit_long,enter_long"})
+    assert filters.raw["action"] == "enter_long,exit_long"  # trimmed, each once
+    assert filters.matches({"action": "exit_long"})
+    assert not filters.matches({"action": "status"})
+    assert parse_filters({}).matches({"action": "status"})
