@@ -196,14 +196,23 @@ def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in _NULL_TEXT)
 
 
-def read_text(data: dict, name: str, *, required: bool = False, max_len: int = MAX_TEXT,
-              prefix: str = "") -> str | None:
-    """A string field (FreqTrade's "None" counts as missing)."""
+def _given(data: dict, name: str, required: bool, prefix: str) -> tuple[Any, str]:
+    """A field's value (None when missing or null; an error if it is required) and its name
+    for messages."""
     value = data.get(name)
     field = prefix + name
     if _is_null(value):
         if required:
             raise _invalid(field, "is required")
+        return None, field
+    return value, field
+
+
+def read_text(data: dict, name: str, *, required: bool = False, max_len: int = MAX_TEXT,
+              prefix: str = "") -> str | None:
+    """A string field (FreqTrade's "None" counts as missing)."""
+    value, field = _given(data, name, required, prefix)
+    if value is None:
         return None
     if not isinstance(value, str):
         raise _invalid(field, f"must be a string, got {type(value).__name__}")
@@ -217,11 +226,8 @@ def read_text(data: dict, name: str, *, required: bool = False, max_len: int = M
 
 def read_number(data: dict, name: str, *, required: bool = False, prefix: str = "") -> float | None:
     """A finite number, given as a JSON number or as the text FreqTrade formats it to."""
-    value = data.get(name)
-    field = prefix + name
-    if _is_null(value):
-        if required:
-            raise _invalid(field, "is required")
+    value, field = _given(data, name, required, prefix)
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _invalid(field, f"must be a number, got {type(value).__name__}")
@@ -236,11 +242,8 @@ def read_number(data: dict, name: str, *, required: bool = False, prefix: str = 
 
 def read_integer(data: dict, name: str, *, required: bool = False, prefix: str = "") -> int | None:
     """A whole number (JSON integer or its text)."""
-    value = data.get(name)
-    field = prefix + name
-    if _is_null(value):
-        if required:
-            raise _invalid(field, "is required")
+    value, field = _given(data, name, required, prefix)
+    if value is None:
         return None
     if isinstance(value, bool):
         raise _invalid(field, "must be an integer, got bool")
@@ -258,11 +261,8 @@ def read_integer(data: dict, name: str, *, required: bool = False, prefix: str =
 def read_datetime(data: dict, name: str, *, required: bool = False,
                   prefix: str = "") -> datetime | None:
     """An ISO 8601 date-time (any offset; none means UTC) as naive UTC."""
-    value = data.get(name)
-    field = prefix + name
-    if _is_null(value):
-        if required:
-            raise _invalid(field, "is required")
+    value, field = _given(data, name, required, prefix)
+    if value is None:
         return None
     if not isinstance(value, str):
         raise _invalid(field, f"must be an ISO 8601 date-time string, got {type(value).__name__}")
