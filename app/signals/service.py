@@ -114,6 +114,17 @@ def _parse_bound(param: str, text: str, end: bool) -> datetime:
     return value + timedelta(microseconds=1) if end else value
 
 
+def _choices(param: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma list of allowed values, each once, in the order given; FilterError naming
+    the first unknown one."""
+    chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [c for c in chosen if c not in allowed]
+    if bad:
+        raise FilterError(param, f"unknown {param} {bad[0]!r}; use {', '.join(allowed)} "
+                                 "(several separated by commas)")
+    return chosen
+
+
 def parse_filters(args: Mapping[str, str]) -> SignalFilters:
     """Filters from query parameters: strategy_id, pair, level and action (comma lists), type,
     from, to. Raises FilterError naming the parameter."""
@@ -133,23 +144,11 @@ def parse_filters(args: Mapping[str, str]) -> SignalFilters:
             raise FilterError("pair", "must be at most 64 characters")
         values["pair"] = raw["pair"] = text["pair"]
     if text["level"]:
-        levels = tuple(dict.fromkeys(p.strip().lower() for p in text["level"].split(",")
-                                     if p.strip()))
-        bad = [lv for lv in levels if lv not in LEVELS]
-        if bad:
-            raise FilterError("level", f"unknown level {bad[0]!r}; use {', '.join(LEVELS)} "
-                                       "(several separated by commas)")
-        values["levels"] = levels
-        raw["level"] = ",".join(levels)
+        values["levels"] = _choices("level", text["level"].lower(), LEVELS)
+        raw["level"] = ",".join(values["levels"])
     if text["action"]:
-        actions = tuple(dict.fromkeys(p.strip() for p in text["action"].split(",")
-                                      if p.strip()))
-        bad = [a for a in actions if a not in ACTIONS]
-        if bad:
-            raise FilterError("action", f"unknown action {bad[0]!r}; use {', '.join(ACTIONS)} "
-                                        "(several separated by commas)")
-        values["actions"] = actions
-        raw["action"] = ",".join(actions)
+        values["actions"] = _choices("action", text["action"], ACTIONS)
+        raw["action"] = ",".join(values["actions"])
     if text["type"]:
         if text["type"] not in MESSAGE_TYPES:
             raise FilterError("type", f"unknown message type {text['type']!r}; "
