@@ -12,31 +12,19 @@ Pages still poll as a fallback, so they stay current while the socket reconnects
 
 from __future__ import annotations
 
-import threading
-
-from flask import Flask, current_app, render_template, url_for
+from flask import Flask, render_template, url_for
 
 from app.monitoring.service import LIVE_CHANNEL
 
 WS_PATH = "/ws/monitoring"
 IDLE_SECONDS = 5.0
-_lock = threading.Lock()
 
 
 def hub_for(app: Flask | None = None):
     """This process's subscription to LIVE_CHANNEL (created on first use, after the fork)."""
-    from app.extensions import redis_store
-    from app.signals.live import SignalHub
+    from app.signals.live import app_hub
 
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    hub = app.extensions.get("btcw_monitoring_hub")
-    if hub is None:
-        with _lock:
-            hub = app.extensions.get("btcw_monitoring_hub")
-            if hub is None:
-                hub = app.extensions["btcw_monitoring_hub"] = SignalHub(redis_store.url,
-                                                                        LIVE_CHANNEL)
-    return hub
+    return app_hub("btcw_monitoring_hub", LIVE_CHANNEL, app)
 
 
 def render_event(event: dict) -> str | None:

@@ -176,19 +176,26 @@ class SignalHub:
 _hub_lock = threading.Lock()
 
 
-def hub_for(app: Flask | None = None) -> SignalHub:
-    """This process's hub for the app (created on first use, after gunicorn forked)."""
+def app_hub(key: str, channel: str, app: Flask | None = None) -> SignalHub:
+    """This process's hub on `channel` for the app, kept in app.extensions[key] (created on
+    first use, after gunicorn forked)."""
     from app.extensions import redis_store
-    from app.signals.outbox import CHANNEL
 
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    hub = app.extensions.get("btcw_signal_hub")
+    hub = app.extensions.get(key)
     if hub is None:
         with _hub_lock:
-            hub = app.extensions.get("btcw_signal_hub")
+            hub = app.extensions.get(key)
             if hub is None:
-                hub = app.extensions["btcw_signal_hub"] = SignalHub(redis_store.url, CHANNEL)
+                hub = app.extensions[key] = SignalHub(redis_store.url, channel)
     return hub
+
+
+def hub_for(app: Flask | None = None) -> SignalHub:
+    """This process's hub for the signals channel."""
+    from app.signals.outbox import CHANNEL
+
+    return app_hub("btcw_signal_hub", CHANNEL, app)
 
 
 def wait_until_listening(app: Flask, seconds: float = 5.0) -> bool:
