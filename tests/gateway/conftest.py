@@ -5,6 +5,7 @@ test saw for any bot's password, JWT secret or ws_token."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import threading
 from contextlib import contextmanager
@@ -193,3 +194,13 @@ def bot_row(bots_app, strategy_id: int) -> dict:
         return {"url": f"http://{s.host}:{s.port}", "username": s.api_username,
                 "password": s.api_password, "pid": s.pid, "port": s.port, "name": s.name,
                 "status": s.status}
+
+
+def next_status(ws, seen) -> str:
+    """The next `status` message on a bot's message websocket (every frame goes to `seen`)."""
+    while True:
+        frame = ws.recv()
+        seen.add("ws frame", frame)
+        message = json.loads(frame)
+        if message.get("type") == "status":
+            return message["status"]

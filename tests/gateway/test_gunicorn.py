@@ -15,7 +15,14 @@ import websocket
 from freqtrade_client import FtRestClient
 
 from app.system.stack import gunicorn_flags
-from tests.gateway.conftest import GATEWAY_TIMEOUT, PASSWORD, USER, bot_row, route
+from tests.gateway.conftest import (
+    GATEWAY_TIMEOUT,
+    PASSWORD,
+    USER,
+    bot_row,
+    next_status,
+    route,
+)
 from tests.gateway.fakes import DyingBot, sleepy_bot
 from tests.gateway.test_proxy import masked, steady
 from tests.support.servers import free_port
@@ -162,21 +169,13 @@ def test_login_and_websocket_through_gunicorn(gunicorn_gateway, demo, seen):
         base.replace("http://", "ws://") + f"/message/ws?token={token}", timeout=20)
     direct = FtRestClient(demo["url"], demo["username"], demo["password"])
 
-    def next_status() -> str:
-        while True:
-            frame = ws.recv()
-            seen.add("ws frame", frame)
-            message = json.loads(frame)
-            if message.get("type") == "status":
-                return message["status"]
-
     try:
         ws.send(json.dumps({"type": "subscribe", "data": ["status"]}))
         time.sleep(0.5)
         direct.stop()
-        assert next_status() == "stopped"
+        assert next_status(ws, seen) == "stopped"
         direct.start()
-        assert next_status() == "running"
+        assert next_status(ws, seen) == "running"
     finally:
         direct.start()
         ws.close()

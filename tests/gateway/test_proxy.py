@@ -24,6 +24,7 @@ from tests.gateway.conftest import (
     USER,
     basic,
     bot_row,
+    next_status,
     route,
 )
 from tests.gateway.fakes import DyingBot, FakeBot, answer, sleepy_bot
@@ -426,21 +427,13 @@ def test_message_websocket_through_the_gateway(gateway_server, demo, seen, gw, u
                                              tokens["access_token"]), timeout=20)
     direct = FtRestClient(demo["url"], demo["username"], demo["password"])
 
-    def next_status() -> str:
-        while True:
-            frame = ws.recv()
-            seen.add("ws frame", frame)
-            message = json.loads(frame)
-            if message.get("type") == "status":
-                return message["status"]
-
     try:
         ws.send(json.dumps({"type": "subscribe", "data": ["status"]}))
         time.sleep(0.5)
         direct.stop()  # the bot announces state changes from its loop: one at a time
-        assert next_status() == "stopped"
+        assert next_status(ws, seen) == "stopped"
         direct.start()
-        assert next_status() == "running"
+        assert next_status(ws, seen) == "running"
         direct.reload_config()  # the bot closes its sockets with 1012: the caller sees it too
         code = None
         while code is None:

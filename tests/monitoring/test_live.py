@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -10,17 +9,13 @@ import websocket
 
 from app.monitoring import capacity, system_status
 from tests.conftest import PASSWORD
-from tests.signals.webserver import GunicornWeb
+from tests.signals.webserver import session_web
 
 
 @pytest.fixture(scope="module")
 def live_web(_session_app, database_url, redis_server, config_dir, var_dir, tmp_path_factory):
-    env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
-                "BTCW_CONFIG_DIR": str(config_dir), "BTCW_VAR_DIR": str(var_dir),
-                "SECRET_KEY": "test-secret-key-not-for-production"})
-    log = tmp_path_factory.mktemp("monitoring-web") / "gunicorn.log"
-    server = GunicornWeb(env, workers=1, log_path=log).start()
+    server = session_web(database_url, redis_server.url, config_dir, var_dir,
+                         tmp_path_factory.mktemp("monitoring-web") / "gunicorn.log", workers=1)
     yield server
     server.stop()
 

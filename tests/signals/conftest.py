@@ -128,15 +128,9 @@ def entry_webhook(trade_id="7", pair="ETH/USDT", tag="rsi_oversold s=0.83", **ex
 @pytest.fixture(scope="module")
 def live_web(_session_app, database_url, redis_server, config_dir, var_dir, tmp_path_factory):
     """The web app under gunicorn with two gevent workers on the test database and Redis."""
-    import os
+    from tests.signals.webserver import session_web
 
-    from tests.signals.webserver import GunicornWeb
-
-    env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
-                "BTCW_CONFIG_DIR": str(config_dir), "BTCW_VAR_DIR": str(var_dir),
-                "SECRET_KEY": "test-secret-key-not-for-production"})
-    log = tmp_path_factory.mktemp("live-web") / "gunicorn.log"
-    server = GunicornWeb(env, workers=2, log_path=log).start()
+    server = session_web(database_url, redis_server.url, config_dir, var_dir,
+                         tmp_path_factory.mktemp("live-web") / "gunicorn.log", workers=2)
     yield server
     server.stop()

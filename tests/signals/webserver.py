@@ -82,3 +82,13 @@ class GunicornWeb:
                                       "csrf_token": match.group(1)})
         assert response.status_code == 302, response.text[:500]
         return session
+
+
+def session_web(database_url: str, redis_url: str, config_dir: Path, var_dir: Path,
+                log_path: Path, workers: int) -> GunicornWeb:
+    """GunicornWeb on the test session's database, Redis, config and var folders (started)."""
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                "BTCW_CONFIG_DIR": str(config_dir), "BTCW_VAR_DIR": str(var_dir),
+                "SECRET_KEY": "test-secret-key-not-for-production"})
+    return GunicornWeb(env, workers=workers, log_path=log_path).start()
