@@ -349,30 +349,25 @@ def render_file(path: Path, section: dict[str, Any]) -> str:
     """The file's new text: the `notifications:` block replaced by `section`.
 
     The file is edited in place with ruamel.yaml's round trip, so the owner's comments, key
-    order and list styles survive a save from the page; a missing file is written fresh (an
-    unreadable one never gets here: raw_section() refuses it).
+    order and list styles survive a save from the page; a missing or empty file is written
+    fresh under HEADER (an unreadable one never gets here: raw_section() refuses it).
     """
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import YAMLError
 
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 100
-    document = None
-    if path.exists():
-        try:
-            document = rt.load(path.read_text(encoding="utf-8"))
-        except YAMLError:
-            document = None
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    document = rt.load(text) if text.strip() else None
+    out = io.StringIO()
     if not isinstance(document, CommentedMap):
-        return HEADER + yaml.safe_dump({"notifications": section}, sort_keys=False,
-                                       allow_unicode=True, width=100)
+        document = CommentedMap()
+        out.write(HEADER)
     if isinstance(document.get("notifications"), CommentedMap):
         _merge_into(document["notifications"], section)
     else:
-        document["notifications"] = section
-    out = io.StringIO()
+        document["notifications"] = _as_pyyaml_reads(section)
     rt.dump(document, out)
     return out.getvalue()
 
@@ -388,9 +383,28 @@ def _merge_into(node: Any, new: dict[str, Any]) -> None:
             _merge_into(old, value)
         elif isinstance(value, list) and isinstance(old, list):
             if list(old) != value:
-                old[:] = value
+                old[:] = _as_pyyaml_reads(value)
         elif old != value or isinstance(old, bool) != isinstance(value, bool):
-            node[key] = value
+            node[key] = _as_pyyaml_reads(value)
+
+
+_PYYAML = yaml.resolver.Resolver()
+
+
+def _as_pyyaml_reads(value: Any) -> Any:
+    """`value` with every string PyYAML would not read back as that string if written plain
+    ("18:00" is 1080 and "on" is True in YAML 1.1; ruamel.yaml writes YAML 1.2) marked to be
+    double-quoted. The loader reads the file with PyYAML."""
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    if isinstance(value, dict):
+        return {k: _as_pyyaml_reads(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_pyyaml_reads(v) for v in value]
+    if isinstance(value, str) and not isinstance(value, DoubleQuotedScalarString) and \
+            _PYYAML.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+        return DoubleQuotedScalarString(value)
+    return value
 
 
 def save_section(section: dict[str, Any]) -> None:

@@ -215,3 +215,19 @@ def test_an_unreadable_file_is_refused_not_overwritten(auth, client, config_file
     assert response.status_code == 422
     assert config_file.read_text() == broken, "the owner's file is left as it was"
     assert client.get("/notifications/settings").status_code == 200  # live settings still shown
+
+
+def test_values_yaml_1_1_would_misread_stay_strings(auth, client, config_file):
+    # The file is written by ruamel.yaml (YAML 1.2) and read by PyYAML (YAML 1.1), where a
+    # plain 22:30 is the number 1350 and a plain on is True.
+    form = _rules_form()
+    form.update({"P0_name": "on", "rest_hours_start_time": "22:30"})
+    for present in (True, False):
+        if not present:
+            config_file.unlink()
+        response = _post(client, auth, "/notifications/settings/rules", form)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        stored = _stored(config_file)
+        assert stored["priorities"]["P0"]["name"] == "on"
+        assert stored["time_slots"]["rest_hours"]["start_time"] == "22:30"
+        assert current_settings().notifications.time_slots["rest_hours"].start_time == "22:30"
