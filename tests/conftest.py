@@ -15,7 +15,6 @@ from tests.support.servers import PostgresServer, RedisServer
 pytest_plugins = ["tests.bots"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 PASSWORD = "correct-horse!1"
 
 

@@ -11,7 +11,7 @@ from app.simulator.server import create_simulator_app
 
 # 2026-01-15 (a Thursday) 12:34:30 UTC: half-way through a minute.
 FROZEN_NOW = datetime(2026, 1, 15, 12, 34, 30, tzinfo=UTC).timestamp()
-MARKET_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "market-data"
+MARKET_DATA = Path(__file__).resolve().parents[1] / "data" / "market-data"  # in the checkout
 
 
 class FrozenClock:
@@ -44,6 +44,5 @@ def sim(sim_app):
 
 @pytest.fixture
 def market_data() -> Path:
-    if not (MARKET_DATA / "UNITTEST_BTC-1m.csv").exists():
-        pytest.skip(f"market data not found at {MARKET_DATA}")
+    """Real candles kept in the checkout (tests/data/market-data/README.md says where from)."""
     return MARKET_DATA
