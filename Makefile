@@ -51,6 +51,7 @@ run: setup
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test-sqlite: setup test-packages
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)

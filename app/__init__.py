@@ -16,11 +16,10 @@ from config.loader import PROJECT_ROOT, load_settings
 
 log = logging.getLogger(__name__)
 
-# Every domain package; each lists its blueprints in BLUEPRINTS = [(bp, url_prefix), ...].
-DOMAINS = (
-    "auth", "system", "strategies", "runtime", "signals", "notifications", "monitoring",
-    "proxies", "backups", "simulator",
-)
+# The domains with pages or a JSON API: each routes.py defines its blueprints and lists them in
+# BLUEPRINTS = [(blueprint, url_prefix), ...]; create_app registers them (flask's tutorial does
+# the same), so importing a service never loads the web layer.
+WEB_DOMAINS = ("auth", "system", "strategies", "signals", "notifications", "monitoring")
 
 
 def var_dir() -> Path:
@@ -140,9 +139,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     guard.register(app)
     register_filters(app)
 
-    for domain in DOMAINS:
-        module = importlib.import_module(f"app.{domain}")
-        for blueprint, prefix in getattr(module, "BLUEPRINTS", ()):
+    for domain in WEB_DOMAINS:
+        module = importlib.import_module(f"app.{domain}.routes")
+        for blueprint, prefix in module.BLUEPRINTS:
             app.register_blueprint(blueprint, url_prefix=prefix)
 
     from app.cli import register_cli
@@ -156,7 +155,13 @@ def create_gateway_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"))
     app.config.from_mapping(_base_config(test_config))
     _init_common(app)
-    from app.gateway import register_gateway
+    from app import errors
+    from app.gateway import routes
+    from app.gateway.proxy import GatewayProxy
 
-    register_gateway(app)
+    errors.register(app)
+    app.register_blueprint(routes.bp)
+    proxy = GatewayProxy(app, app.wsgi_app)
+    app.extensions["btcw_gateway"] = proxy
+    app.wsgi_app = proxy
     return app

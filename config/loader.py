@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from config import yaml_io
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILES = ("system", "notifications", "proxy")
@@ -415,11 +415,9 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, "", f"cannot be read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        data = yaml_io.load(text)
+    except yaml_io.YAMLError as exc:
+        where, problem = yaml_io.error_location(exc)
         raise ConfigError(name, "", f"is not valid YAML{where}: {problem}") from exc
     if data is None:
         return {}

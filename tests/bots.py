@@ -54,8 +54,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
+from config import yaml_io
 from tests.support.servers import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def make_world(base: Path, database_url: str | None, redis_url: str,
         port_start=start, port_end=start + PORT_RANGE_SIZE - 1,
         simulator_port=free_port(), public_url=f"http://127.0.0.1:{free_port()}",
     )
-    system = yaml.safe_load((config / "system.yml").read_text())
+    system = yaml_io.load((config / "system.yml").read_text())
     section = system["system"]
     section["capacity"].update(port_range_start=world.port_start, port_range_end=world.port_end)
     section["simulator"].update(port=world.simulator_port, host="127.0.0.1")
@@ -151,7 +151,7 @@ def make_world(base: Path, database_url: str | None, redis_url: str,
     if launcher:
         section["runtime"]["launcher"] = launcher
     world.launcher = section["runtime"].get("launcher", "subprocess")
-    (config / "system.yml").write_text(yaml.safe_dump(system, sort_keys=False))
+    (config / "system.yml").write_text(yaml_io.dump(system))
     return world
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.support.servers import PostgresServer, RedisServer
+from config import yaml_io
+from tests.support.servers import PostgresServer, RedisServer, free_port
 
 pytest_plugins = ["tests.bots"]
 
@@ -41,9 +42,17 @@ def database_url(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def config_dir(tmp_path_factory) -> Path:
+    """The shipped config files, with the gateway and the simulator on ports nothing uses, so
+    the tests neither reach nor collide with a `make run` on the default ports (nothing in
+    these tests serves the web app on its configured port)."""
     folder = tmp_path_factory.mktemp("config")
     for f in (ROOT / "config").glob("*.yml"):
         shutil.copy(f, folder / f.name)
+    system = yaml_io.load((folder / "system.yml").read_text())
+    section = system["system"]
+    section["gateway"]["port"] = free_port()
+    section["simulator"]["port"] = free_port()
+    (folder / "system.yml").write_text(yaml_io.dump(system))
     return folder
 
 

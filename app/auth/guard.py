@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 
-from flask import Flask, abort, g, redirect, request, session, url_for
-from flask_wtf.csrf import CSRFError
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from htmx_flask import make_response
 
 from app.auth import service
+from app.errors import wants_json
+from app.extensions import csrf
+from app.system.settings import refresh_if_changed
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -51,24 +54,6 @@ def identify() -> tuple[object | None, str | None]:
     return None, None
 
 
-def is_websocket() -> bool:
-    """A WebSocket handshake (`Upgrade: websocket`) or a request for one of the /ws/ routes.
-
-    Such a client cannot follow a redirect to the login page, so it gets a plain status code.
-    """
-    return (request.path.startswith("/ws/")
-            or request.headers.get("Upgrade", "").lower() == "websocket")
-
-
-def wants_json() -> bool:
-    """API paths, WebSocket routes and clients that ask for JSON get JSON errors (a 401 for a
-    missing login instead of a redirect to the login page)."""
-    if request.path.startswith("/api/") or request.path == "/health" or is_websocket():
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and not request.headers.get("HX-Request")
-
-
 def _reject_nul_bytes() -> None:
     """No database stores a NUL character: refuse it in query strings and forms, by name."""
     sources = [("query parameter", request.args)]
@@ -94,37 +79,23 @@ def _guard():
         if request.headers.get("Authorization") or wants_json():
             abort(401, description="Login required: send a session cookie or a Bearer token.")
         if request.headers.get("HX-Request"):
-            from htmx_flask import make_response
-
             return make_response("", 401, redirect=url_for("auth.login", next=request.full_path))
         return redirect(url_for("auth.login", next=request.full_path))
     g.current_user, g.auth_method = user, how
     if how == "session" and request.method not in SAFE_METHODS:
-        from app.extensions import csrf
-
         csrf.protect()
     return None
 
 
 def _view(endpoint: str):
-    from flask import current_app
-
     return current_app.view_functions.get(endpoint)
 
 
 def register(app: Flask) -> None:
     """Install the guard and expose `current_user` to templates."""
-    from app.system.settings import refresh_if_changed
-
     app.before_request(refresh_if_changed)
     app.before_request(_guard)
 
     @app.context_processor
     def _inject_user():
         return {"current_user": g.get("current_user")}
-
-    @app.errorhandler(CSRFError)
-    def _csrf_error(exc):
-        from app.errors import error_response
-
-        return error_response(400, f"CSRF check failed: {exc.description}")

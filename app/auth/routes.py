@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 
-from app.auth import bp, service
+from app.auth import service
 from app.auth.guard import public
+from app.extensions import csrf
+
+bp = Blueprint("auth", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(bp, "")]
 
 
 def _safe_next(target: str | None) -> str:
@@ -27,7 +32,6 @@ def login():
         if session.get("user_id") and service.user_by_id(session.get("user_id")):
             return redirect(_safe_next(request.args.get("next")))
         return render_template("auth/login.html", next=request.args.get("next", ""))
-    from app.extensions import csrf
 
     csrf.protect()
     username = request.form.get("username", "")

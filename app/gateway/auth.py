@@ -39,7 +39,10 @@ from datetime import datetime
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.http import parse_cookie
 
+from app.auth import service
+from app.auth.service import lockout_message
 from app.clock import isoformat, utcnow
+from app.runtime.bot_client import _in_gevent
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,6 @@ class AuthFailure(Exception):
 
 def _locked(locked_until: datetime, username: str | None = None) -> AuthFailure:
     """The failure of a locked account: until when, in the login page's words."""
-    from app.auth.service import lockout_message
-
     return AuthFailure(lockout_message(locked_until),
                        details={"locked_until": isoformat(locked_until)}, username=username)
 
@@ -182,8 +183,6 @@ class GatewayAuth:
             raise AuthFailure("Empty Bearer token.")
         if token.startswith("btcw_"):
             with self.app.app_context():
-                from app.auth import service
-
                 user = service.user_for_token(token)
                 if user is None:
                     raise AuthFailure("Invalid or revoked API token.")
@@ -205,8 +204,6 @@ class GatewayAuth:
         if not sep:
             raise AuthFailure("Malformed Basic credentials.")
         with self.app.app_context():
-            from app.auth import service
-
             result = service.authenticate(username, password)
             if result.user is None:
                 if result.locked_until is not None:
@@ -264,8 +261,6 @@ class GatewayAuth:
         if not isinstance(user_id, int):
             return None
         with self.app.app_context():
-            from app.auth import service
-
             user = service.user_by_id(user_id)
             if user is not None:
                 # Detach what we need so it outlives the app context.
@@ -340,8 +335,6 @@ def _off_the_loop(func, *args):
     print the traceback of every exception raised in a pool thread ("… failed with
     AuthFailure"), one per wrong password.
     """
-    from app.runtime.bot_client import _in_gevent
-
     if _in_gevent():
         from gevent import get_hub
 

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from app.gateway.auth import AuthFailure, GatewayAuth
 from app.gateway.routes_cache import Route, RouteTable, mask
 from app.runtime.bot_client import BotClient, BotError, http_status, pooled_client
+from app.system.settings import refresh_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ DROP_RESPONSE = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade",
 ))
+
 TITLES = {401: "Login required", 403: "Forbidden", 404: "Not found",
           405: "Method not allowed", 413: "Request too large", 502: "Bot unreachable",
           504: "Bot timed out"}
@@ -96,8 +98,6 @@ class GatewayProxy:
 
     def _refresh_settings(self) -> None:
         """Pick up a config reload announced by another process (timeouts, cache seconds)."""
-        from app.system.settings import refresh_if_changed
-
         try:
             with self.app.app_context():
                 refresh_if_changed()

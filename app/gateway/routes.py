@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
+from app.errors import error_response
 from app.gateway import service, websocket
 from app.gateway.auth import AuthFailure
 
@@ -28,8 +29,6 @@ def _authenticate():
     try:
         g.current_user = _proxy().auth.identify(request.environ, request.method)
     except AuthFailure as exc:
-        from app.errors import error_response
-
         return error_response(exc.status, exc.message, **exc.details)
     return None
 

@@ -14,6 +14,7 @@ import logging
 import requests
 
 from app.clock import isoformat, utcnow
+from app.extensions import db, redis_store
 from app.gateway.routes_cache import (
     FINGERPRINT_PREFIX,
     Route,
@@ -22,6 +23,7 @@ from app.gateway.routes_cache import (
     publish_route_change,
 )
 from app.runtime.bot_client import BotError, fetch_all, http_status, pooled_client
+from app.strategies.models import StrategyEvent
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -175,8 +177,6 @@ def check_drift(redis_client=None) -> dict:
     Repair: every gateway worker is told to reload (stale tables), and each problem is logged
     and recorded as a strategy event so the supervisor's reconcile pass and the owner see it.
     """
-    from app.extensions import redis_store
-
     client = redis_client or redis_store.client
     routes = load_routes()
     live = [r for _, r in sorted(routes.items()) if r.routable]
@@ -244,9 +244,6 @@ def _previous_problems(client) -> set[tuple[int, str]]:
 
 def _record(problem: dict) -> None:
     """A StrategyEvent for a drift problem (kind 'route_drift')."""
-    from app.extensions import db
-    from app.strategies.models import StrategyEvent
-
     try:
         db.session.add(StrategyEvent(strategy_id=problem["strategy_id"], kind="route_drift",
                                      message=f"{problem['kind']}: {problem['error']}"[:2000]))

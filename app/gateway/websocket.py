@@ -17,6 +17,7 @@ import websocket  # websocket-client
 from flask import Response, current_app, request
 from simple_websocket import ConnectionClosed, Server
 
+from app.errors import error_response
 from app.gateway.auth import AuthFailure
 from app.gateway.proxy import PREFIX
 from app.gateway.routes_cache import mask
@@ -27,8 +28,6 @@ SERVER_OPTIONS = {"ping_interval": 25, "max_message_size": 16 * 1024 * 1024}
 
 
 def _error(code: int, message: str):
-    from app.errors import error_response
-
     return error_response(code, message)
 
 

@@ -9,7 +9,7 @@ three calls per bot and a different pair per bot, so the sweep runs whole probes
 with the same per-call timeout and overall budget that fetch_all uses.
 
 After the probes the sweep measures the CPU % and memory of the bot processes on this machine
-(capacity.measure_bots, which stores them for the strategy pages: bot_usage.py), stores each
+(bot_usage.measure_bots, which stores them for the strategy pages), stores each
 bot's score on Strategy.health_score and Strategy.last_processed_at (close time of the newest
 analysed candle), marks stalls and recoveries, caches each bot's status in Redis
 (`btcw:strategy:status:<id>`) with a summary (`btcw:strategies:summary`), and writes
@@ -32,8 +32,10 @@ from sqlalchemy import bindparam, select, update
 from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring import stall
+from app.monitoring.bot_usage import measure_bots
 from app.monitoring.health_score import health_score
 from app.monitoring.models import MetricSample
+from app.monitoring.store import publish_live
 from app.runtime.bot_client import (
     BotClient,
     BotError,
@@ -254,9 +256,8 @@ def sweep_strategies() -> dict:
 
 
 def _measure_processes() -> dict[int, dict]:
-    """CPU % and memory of the bots running on this machine (capacity.measure_bots, which also
+    """CPU % and memory of the bots running on this machine (bot_usage.measure_bots, which also
     stores them for the strategy pages), by strategy id; {} if measuring failed."""
-    from app.monitoring.capacity import measure_bots
 
     try:
         processes = measure_bots()["processes"]
@@ -354,7 +355,6 @@ def _summary(reports: list[BotReport], now: float, probed: float, total: float) 
 
 def _cache(reports: list[BotReport], summary: dict, now: float, settings) -> None:
     """Each bot's status and the summary in Redis; the summary announced to live pages."""
-    from app.monitoring.service import publish_live
 
     ttl = max(int(settings.strategy_status_cache_ttl), 1)
     try:

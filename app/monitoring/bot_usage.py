@@ -1,6 +1,6 @@
-"""What each bot process uses (CPU %, RSS, PSS), as the monitoring jobs last measured it.
+"""What each bot process uses (CPU %, RSS, PSS): measured here, kept for the pages.
 
-`capacity.measure_bots()` is the one place that measures bot processes: psutil on the machine
+`measure_bots()` is the one place that measures bot processes: psutil on the machine
 the job runs on, CPU % between two measurements with the baseline kept in Redis (so every
 process, every gunicorn worker and every job shares it). The strategy status sweep (every
 system.monitoring.strategy_status_interval seconds) measures, and so does the Capacity page;
@@ -12,19 +12,29 @@ do not run on, Redis down) shows "—", never a made-up 0.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterable
 
+import psutil
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
-from app.extensions import redis_store
+from app.extensions import db, redis_store
+from app.runtime.control import BOT_MEMORY_ESTIMATE
+from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
 USAGE_KEY = "btcw:strategy:usage:{id}"
 USAGE_TTL_SWEEPS = 3  # a measurement is shown until this many sweeps passed without a new one
+MEASURED_STATUSES = ("running", "stalled")
+CPU_KEY = "btcw:capacity:proc-cpu"
+CPU_MIN_WINDOW = 10.0  # seconds: a CPU baseline younger than this is kept, not replaced
 
 
 def usage_ttl() -> int:
@@ -61,3 +71,172 @@ def stored_usage(strategy_ids: Iterable[int]) -> dict[int, dict]:
         log.warning("bot CPU/memory figures unavailable (Redis: %s)", exc)
         return {}
     return {i: json.loads(value) for i, value in zip(ids, raw, strict=True) if value}
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def local_addresses() -> set[str]:
+    addresses = {"localhost", socket.gethostname()}
+    try:
+        for snics in psutil.net_if_addrs().values():
+            addresses.update(s.address for s in snics if s.family in (socket.AF_INET,
+                                                                       socket.AF_INET6))
+    except OSError:  # pragma: no cover
+        pass
+    return addresses
+
+
+def is_local_host(host: str | None, local: set[str] | None = None) -> bool:
+    """True when a bot host address is this machine (loopback or one of its addresses)."""
+    if not host:
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    return host in (local if local is not None else local_addresses())
+
+
+def _process_memory(proc: psutil.Process) -> tuple[int, int, int]:
+    """(rss, pss, uss) of a process and its children."""
+    rss = pss = uss = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+            uss += getattr(info, "uss", info.rss)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        except psutil.AccessDenied:
+            info = p.memory_info()
+            rss += info.rss
+            pss += info.rss
+            uss += info.rss
+    return rss, pss, uss
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def measure_bots() -> dict:
+    """Memory and CPU of every running bot process on this machine; stores each bot's figures
+    for the strategy pages (bot_usage.store_usage).
+
+    This is the only place bot processes are measured (the status sweep and the Capacity page
+    call it). CPU % is measured against the previous measurement (its baseline kept in Redis,
+    shared by every process): a baseline younger than CPU_MIN_WINDOW seconds is kept rather
+    than replaced, so calls close together (a page refresh right after the sweep) still measure
+    over a real window; a call within a second of the baseline repeats the last figure. With no
+    baseline yet it is the average over the bot's lifetime.
+    """
+    local = local_addresses()
+    rows = db.session.execute(
+        select(Strategy.id, Strategy.name, Strategy.pid, Strategy.host).where(
+            Strategy.deleted_at.is_(None), Strategy.status.in_(MEASURED_STATUSES),
+            Strategy.pid.is_not(None))
+    ).all()
+    now = time.time()
+    previous = _previous_cpu()
+    current_cpu = {}
+    processes = []
+    for sid, name, pid, host in rows:
+        if not is_local_host(host, local):
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            rss, pss, uss = _process_memory(proc)
+            cpu_seconds = _cpu_seconds(proc)
+            created = proc.create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        key = f"{pid}:{created:.0f}"
+        cpu, current_cpu[key] = _cpu_since(previous.get(key), cpu_seconds, now, created)
+        processes.append({"strategy_id": sid, "name": name, "pid": pid, "host": host,
+                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": cpu})
+    _save_cpu(current_cpu)
+    store_usage(processes, now)
+    return _totals(processes)
+
+
+def last_measurement() -> dict:
+    """measure_bots()'s shape from what the last measurement stored, without measuring: for
+    pages that show the capacity figure on every render."""
+    ids = db.session.scalars(
+        select(Strategy.id).where(Strategy.deleted_at.is_(None),
+                                  Strategy.status.in_(MEASURED_STATUSES),
+                                  Strategy.pid.is_not(None))
+    ).all()
+    processes = [{"strategy_id": sid, "pid": f["pid"], "rss": f["memory_rss"] or 0,
+                  "pss": f["memory_pss"] or 0, "uss": f["memory_pss"] or 0,
+                  "cpu_percent": f["cpu_percent"] or 0.0}
+                 for sid, f in stored_usage(ids).items()]
+    return _totals(processes)
+
+
+def _totals(processes: list[dict]) -> dict:
+    """Sums and the average bot memory (the estimate when nothing was measured)."""
+    count = len(processes)
+    total_rss = sum(p["rss"] for p in processes)
+    total_pss = sum(p["pss"] for p in processes)
+    if count:
+        average, basis = total_pss / count, "measured_pss"
+    else:
+        average, basis = float(BOT_MEMORY_ESTIMATE), "estimate"
+    return {
+        "measured": count,
+        "memory_rss": total_rss,
+        "memory_pss": total_pss,
+        "memory_uss": sum(p["uss"] for p in processes),
+        "average_bot_memory": round(average),
+        "average_basis": basis,
+        "cpu_percent": round(sum(p["cpu_percent"] for p in processes), 2),
+        "processes": processes,
+    }
+
+
+def _cpu_since(before: tuple | None, cpu_seconds: float, now: float,
+               created: float) -> tuple[float, tuple]:
+    """(CPU % of one process, the baseline to keep) from the previous baseline
+    (cpu seconds, time, last CPU %) and the process's CPU seconds now."""
+    usable = before is not None and 0 <= now - before[1] <= 900 and cpu_seconds >= before[0]
+    if not usable:
+        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
+        return cpu, (cpu_seconds, now, cpu)
+    elapsed = now - before[1]
+    if elapsed >= 1.0:
+        cpu = round(100.0 * (cpu_seconds - before[0]) / elapsed, 2)
+    elif len(before) > 2 and before[2] is not None:
+        cpu = before[2]
+    else:
+        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
+    if elapsed < CPU_MIN_WINDOW:
+        return cpu, (before[0], before[1], cpu)
+    return cpu, (cpu_seconds, now, cpu)
+
+
+def _previous_cpu() -> dict:
+    try:
+        raw = redis_store.client.get(CPU_KEY)
+    except RedisError:
+        return {}
+    return {k: tuple(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def _save_cpu(values: dict) -> None:
+    try:
+        redis_store.client.set(CPU_KEY, json.dumps(values), ex=1800)
+    except RedisError:
+        pass

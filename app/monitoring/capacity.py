@@ -13,13 +13,11 @@ that means something; it equals the design's figure when slots are the limit and
 level, the progress bar and the alerts use.
 
 Levels (SPEC §8): critical above 90 %, warning above the alert threshold (default 80),
-normal above 50 %, else plenty. The alert fires once per crossing (service.track_level).
+normal above 50 %, else plenty. The alert fires once per crossing (store.track_level).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import math
 import os
@@ -29,14 +27,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psutil
-from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 
 from app.clock import utcnow
-from app.extensions import db, redis_store
-from app.monitoring import bot_usage, service
+from app.errors import AppError
+from app.extensions import db
+from app.monitoring import store
+from app.monitoring.alerts import raise_alert
+from app.monitoring.bot_status import cached_summary
+from app.monitoring.bot_usage import is_local_host, local_addresses, measure_bots
+from app.monitoring.gateway_status import gateway_health_summary
 from app.monitoring.models import MetricSample
-from app.strategies.models import Strategy
+from app.monitoring.system_status import current_status
+from app.runtime.control import active_count, live_hosts
+from app.runtime.port_pool import PortPool
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -46,15 +50,12 @@ THRESHOLD_KEY = "capacity.alert_threshold"
 CRITICAL_ABOVE = 90.0
 NORMAL_ABOVE = 50.0
 HYSTERESIS = 2.0  # percentage points below a boundary before its level is left
-MEASURED_STATUSES = ("running", "stalled")
-CPU_KEY = "btcw:capacity:proc-cpu"
-CPU_MIN_WINDOW = 10.0  # seconds: a CPU baseline younger than this is kept, not replaced
 GB = 1024 ** 3
 MB = 1024 ** 2
 MAX_TREND_POINTS = 500
 
 
-class ThresholdError(ValueError):
+class ThresholdError(AppError):
     """An alert threshold that is not a number from 0 to 100."""
 
 
@@ -80,7 +81,7 @@ def parse_threshold(raw) -> float:
 
 def alert_threshold() -> float:
     """The capacity alert threshold: the saved one, else system.capacity.alert_threshold."""
-    saved = service.get_setting(THRESHOLD_KEY)
+    saved = store.get_setting(THRESHOLD_KEY)
     if saved is not None:
         return float(saved)
     return float(current_settings().system.capacity.alert_threshold)
@@ -89,7 +90,7 @@ def alert_threshold() -> float:
 def set_alert_threshold(raw) -> dict:
     """Validate and save the threshold (survives restarts); the design's response."""
     value = parse_threshold(raw)
-    service.put_setting(THRESHOLD_KEY, value)
+    store.put_setting(THRESHOLD_KEY, value)
     return {"status": "success", "threshold": value,
             "message": f"Capacity alert threshold set to {value:g}%"}
 
@@ -112,29 +113,6 @@ def alert_level(utilization: float, threshold: float) -> str:
 
 
 # ------------------------------------------------------------------------ measurements
-
-
-def _local_addresses() -> set[str]:
-    addresses = {"localhost", socket.gethostname()}
-    try:
-        for snics in psutil.net_if_addrs().values():
-            addresses.update(s.address for s in snics if s.family in (socket.AF_INET,
-                                                                       socket.AF_INET6))
-    except OSError:  # pragma: no cover
-        pass
-    return addresses
-
-
-def is_local_host(host: str | None, local: set[str] | None = None) -> bool:
-    """True when a bot host address is this machine (loopback or one of its addresses)."""
-    if not host:
-        return True
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        pass
-    return host in (local if local is not None else _local_addresses())
 
 
 def _cgroup_available() -> int | None:
@@ -160,146 +138,16 @@ def host_memory() -> dict:
             "cgroup_limited": cgroup is not None}
 
 
-def _process_memory(proc: psutil.Process) -> tuple[int, int, int]:
-    """(rss, pss, uss) of a process and its children."""
-    rss = pss = uss = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            info = p.memory_full_info()
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-            uss += getattr(info, "uss", info.rss)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        except psutil.AccessDenied:
-            info = p.memory_info()
-            rss += info.rss
-            pss += info.rss
-            uss += info.rss
-    return rss, pss, uss
-
-
-def _cpu_seconds(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
-
-
-def measure_bots() -> dict:
-    """Memory and CPU of every running bot process on this machine; stores each bot's figures
-    for the strategy pages (bot_usage.store_usage).
-
-    This is the only place bot processes are measured (the status sweep and the Capacity page
-    call it). CPU % is measured against the previous measurement (its baseline kept in Redis,
-    shared by every process): a baseline younger than CPU_MIN_WINDOW seconds is kept rather
-    than replaced, so calls close together (a page refresh right after the sweep) still measure
-    over a real window; a call within a second of the baseline repeats the last figure. With no
-    baseline yet it is the average over the bot's lifetime.
-    """
-    local = _local_addresses()
-    rows = db.session.execute(
-        select(Strategy.id, Strategy.name, Strategy.pid, Strategy.host).where(
-            Strategy.deleted_at.is_(None), Strategy.status.in_(MEASURED_STATUSES),
-            Strategy.pid.is_not(None))
-    ).all()
-    now = time.time()
-    previous = _previous_cpu()
-    current_cpu = {}
-    processes = []
-    for sid, name, pid, host in rows:
-        if not is_local_host(host, local):
-            continue
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            rss, pss, uss = _process_memory(proc)
-            cpu_seconds = _cpu_seconds(proc)
-            created = proc.create_time()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        key = f"{pid}:{created:.0f}"
-        cpu, current_cpu[key] = _cpu_since(previous.get(key), cpu_seconds, now, created)
-        processes.append({"strategy_id": sid, "name": name, "pid": pid, "host": host,
-                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": cpu})
-    _save_cpu(current_cpu)
-    bot_usage.store_usage(processes, now)
-    count = len(processes)
-    total_rss = sum(p["rss"] for p in processes)
-    total_pss = sum(p["pss"] for p in processes)
-    if count:
-        average, basis = total_pss / count, "measured_pss"
-    else:
-        from app.runtime.control import BOT_MEMORY_ESTIMATE
-
-        average, basis = float(BOT_MEMORY_ESTIMATE), "estimate"
-    return {
-        "measured": count,
-        "memory_rss": total_rss,
-        "memory_pss": total_pss,
-        "memory_uss": sum(p["uss"] for p in processes),
-        "average_bot_memory": round(average),
-        "average_basis": basis,
-        "cpu_percent": round(sum(p["cpu_percent"] for p in processes), 2),
-        "processes": processes,
-    }
-
-
-def _cpu_since(before: tuple | None, cpu_seconds: float, now: float,
-               created: float) -> tuple[float, tuple]:
-    """(CPU % of one process, the baseline to keep) from the previous baseline
-    (cpu seconds, time, last CPU %) and the process's CPU seconds now."""
-    usable = before is not None and 0 <= now - before[1] <= 900 and cpu_seconds >= before[0]
-    if not usable:
-        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
-        return cpu, (cpu_seconds, now, cpu)
-    elapsed = now - before[1]
-    if elapsed >= 1.0:
-        cpu = round(100.0 * (cpu_seconds - before[0]) / elapsed, 2)
-    elif len(before) > 2 and before[2] is not None:
-        cpu = before[2]
-    else:
-        cpu = round(100.0 * cpu_seconds / max(now - created, 1.0), 2)
-    if elapsed < CPU_MIN_WINDOW:
-        return cpu, (before[0], before[1], cpu)
-    return cpu, (cpu_seconds, now, cpu)
-
-
-def _previous_cpu() -> dict:
-    try:
-        raw = redis_store.client.get(CPU_KEY)
-    except RedisError:
-        return {}
-    return {k: tuple(v) for k, v in json.loads(raw).items()} if raw else {}
-
-
-def _save_cpu(values: dict) -> None:
-    try:
-        redis_store.client.set(CPU_KEY, json.dumps(values), ex=1800)
-    except RedisError:
-        pass
-
-
 # -------------------------------------------------------------------------------- figures
 
 
 def running_count() -> int:
     """Strategies holding a slot: running, starting, stalled, stopping or wanted running."""
-    from app.runtime.control import active_count
-
     return active_count()
 
 
 def port_pool_status(running: int | None = None, host_count: int | None = None) -> dict:
     """The design's port-pool shape (PortPool.status over every live supervisor host)."""
-    from app.runtime.control import live_hosts
-    from app.runtime.port_pool import PortPool
-
     cap = current_settings().system.capacity
     running = running_count() if running is None else running
     hosts = max(len(live_hosts()), 1) if host_count is None else host_count
@@ -365,8 +213,6 @@ def snapshot(bots: dict | None = None) -> Snapshot:
     each host min(free memory / average bot memory, free ports there). The total is capped by
     the free slots of system.capacity.max_strategies.
     """
-    from app.runtime.control import live_hosts
-
     cap = current_settings().system.capacity
     running = running_count()
     supervisors = live_hosts()
@@ -374,7 +220,7 @@ def snapshot(bots: dict | None = None) -> Snapshot:
     bots = measure_bots() if bots is None else bots
     memory = host_memory()
     average = max(bots["average_bot_memory"], 1)
-    local = _local_addresses()
+    local = local_addresses()
     size = cap.port_range_end - cap.port_range_start + 1
     allocated = {h: v.get("allocated_ports", 0) for h, v in pool.get("hosts", {}).items()}
     here_hosts = ({h for h in allocated if is_local_host(h, local)}
@@ -415,8 +261,6 @@ def snapshot(bots: dict | None = None) -> Snapshot:
 
 def _host_cpu() -> float | None:
     """CPU % of the host: the last status sample (a 30 s average) or a fresh measurement."""
-    from app.monitoring.system_status import current_status
-
     return current_status(max_age=300).get("cpu_percent")
 
 
@@ -563,7 +407,7 @@ def detailed() -> dict:
     return {
         "capacity": snap.capacity_info(),
         "port_pool": snap.port_pool,
-        "gateway_health": service.gateway_health_summary(),
+        "gateway_health": gateway_health_summary(),
         "resources": resources(snap),
         "recommendations": recommendations(snap),
         "timestamp": snap.timestamp,
@@ -572,12 +416,10 @@ def detailed() -> dict:
 
 def statistics() -> dict:
     """`GET /api/v1/system/statistics` (the design's shape, plus health figures)."""
-    from app.monitoring.bot_status import cached_summary
-
     snap = snapshot()
     info = snap.capacity_info()
     summary = cached_summary() or {}
-    gateway = service.gateway_health_summary()
+    gateway = gateway_health_summary()
     healthy = summary.get("healthy_strategies", gateway.get("healthy_strategies", 0)) or 0
     return {
         "total_strategies": info["running_strategies"],
@@ -622,13 +464,13 @@ def record_capacity() -> dict:
         MetricSample.kind.in_(("capacity", "strategy")), MetricSample.recorded_at < cutoff))
     db.session.commit()
     data["alert"] = check_alert(info["effective_utilization_percent"], snap.threshold, info)
-    service.publish_live("capacity", info)
+    store.publish_live("capacity", info)
     return data
 
 
 def next_alert_level(previous: str, utilization: float, threshold: float) -> str:
     """The alert level after a sample: up at once, down only HYSTERESIS points past the line."""
-    rank = service.LEVEL_RANK
+    rank = store.LEVEL_RANK
     raw = alert_level(utilization, threshold)
     if rank[raw] >= rank[previous]:
         return raw
@@ -638,12 +480,10 @@ def next_alert_level(previous: str, utilization: float, threshold: float) -> str
 
 def check_alert(utilization: float, threshold: float, info: dict | None = None) -> str | None:
     """Raise a capacity alert when the level rises (once per crossing); the new level."""
-    from app.monitoring.alerts import raise_alert
-
-    previous = (service.get_setting("capacity.alert_state") or {}).get("level", "ok")
+    previous = (store.get_setting("capacity.alert_state") or {}).get("level", "ok")
     level = next_alert_level(previous, utilization, threshold)
-    service.track_level("capacity", level, utilization)
-    if service.rose(previous, level):
+    store.track_level("capacity", level, utilization)
+    if store.rose(previous, level):
         detail = ""
         if info:
             detail = (f" {info['running_strategies']} running, "
@@ -653,7 +493,7 @@ def check_alert(utilization: float, threshold: float, info: dict | None = None) 
         raise_alert("capacity", f"Capacity utilisation is {utilization:.2f}%, above "
                     f"{boundary:g}%.{detail}", level, source="monitoring")
     elif level == "ok" and previous != "ok":
-        service.resolve_alerts("capacity")
+        store.resolve_alerts("capacity")
         raise_alert("capacity_recovered", f"Capacity utilisation is back to {utilization:.2f}% "
                     f"(threshold {threshold:g}%).", "info", source="monitoring")
     return level

@@ -7,6 +7,13 @@ import json
 import click
 from flask.cli import AppGroup
 
+from app.extensions import db
+from app.monitoring import capacity
+from app.monitoring.bot_status import cached_status, sweep_strategies
+from app.monitoring.gateway_status import check_gateway
+from app.monitoring.system_status import sample_system
+from app.strategies.models import Strategy
+
 monitoring_cli = AppGroup("monitoring", help="Host status, bot health, stalls and capacity.")
 
 
@@ -18,13 +25,8 @@ def _echo_json(data) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print every bot's status as JSON.")
 def sweep_command(as_json: bool) -> None:
     """Probe every running bot now: health scores and stall detection."""
-    from app.monitoring.bot_status import cached_status, sweep_strategies
-
     summary = sweep_strategies()
     if as_json:
-        from app.extensions import db
-        from app.strategies.models import Strategy
-
         ids = db.session.scalars(db.select(Strategy.id).where(
             Strategy.deleted_at.is_(None), Strategy.port.is_not(None))).all()
         _echo_json({"summary": summary, "strategies": {i: cached_status(i) for i in ids}})
@@ -44,8 +46,6 @@ def sweep_command(as_json: bool) -> None:
 @monitoring_cli.command("system")
 def system_command() -> None:
     """Sample the host now (and cache it like the periodic job)."""
-    from app.monitoring.system_status import sample_system
-
     s = sample_system()
     click.echo(f"{s['hostname']}: CPU {s['cpu_percent']}% of {s['cpu_count']} cores, memory "
                f"{s['memory_percent']}%, disk {s['disk_percent']}%, up "
@@ -57,8 +57,6 @@ def system_command() -> None:
 @click.option("--record", is_flag=True, help="Also store a history sample (like the job).")
 def capacity_command(as_json: bool, record: bool) -> None:
     """Capacity now: slots, what the bots use, how many more fit, recommendations."""
-    from app.monitoring import capacity
-
     if record:
         capacity.record_capacity()
     detail = capacity.detailed()
@@ -82,8 +80,6 @@ def capacity_command(as_json: bool, record: bool) -> None:
 @click.argument("value", required=False)
 def threshold_command(value: str | None) -> None:
     """Show the capacity alert threshold, or set it (0-100)."""
-    from app.monitoring import capacity
-
     if value is None:
         click.echo(f"{capacity.alert_threshold():g}")
         return
@@ -96,6 +92,4 @@ def threshold_command(value: str | None) -> None:
 @monitoring_cli.command("gateway")
 def gateway_command() -> None:
     """Check the gateway's health now (alerts like the periodic job)."""
-    from app.monitoring.service import check_gateway
-
     _echo_json(check_gateway())

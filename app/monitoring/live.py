@@ -1,6 +1,6 @@
 """Live monitoring pages: fresh samples pushed to open pages over a WebSocket (/ws/monitoring).
 
-The periodic jobs publish each sample on `service.LIVE_CHANNEL` (Redis pub/sub). Every web
+The periodic jobs publish each sample on `store.LIVE_CHANNEL` (Redis pub/sub). Every web
 process keeps one subscription (the same hub class the live signal pages use, on this channel)
 and copies events to its open monitoring pages, which get htmx-ws out-of-band fragments:
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from flask import Flask, render_template, url_for
 
-from app.monitoring.service import LIVE_CHANNEL
+from app.monitoring.store import LIVE_CHANNEL
+from app.signals.live import app_hub
 
 WS_PATH = "/ws/monitoring"
 IDLE_SECONDS = 5.0
@@ -22,8 +23,6 @@ IDLE_SECONDS = 5.0
 
 def hub_for(app: Flask | None = None):
     """This process's subscription to LIVE_CHANNEL (created on first use, after the fork)."""
-    from app.signals.live import app_hub
-
     return app_hub("btcw_monitoring_hub", LIVE_CHANNEL, app)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from flask import flash, jsonify, redirect, render_template, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
 from htmx_flask import make_response, request
 
 from app.errors import error_response
-from app.extensions import sock
-from app.monitoring import api, bot_status, bp, capacity, live, service, system_status
+from app.extensions import db, sock
+from app.monitoring import bot_status, capacity, live, overview, system_status
 from app.rendering import render_page
+from app.strategies.models import Strategy
+
+bp = Blueprint("monitoring", __name__)
+api = Blueprint("monitoring_api", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(bp, ""), (api, "/api/v1/system")]
 
 TREND_HOURS = (24, 72, 168)
 
@@ -91,10 +97,7 @@ def alert_threshold_api():
         raw = request.form.get("threshold")
     else:
         raw = request.args.get("threshold_percent", request.args.get("threshold"))
-    try:
-        return jsonify(capacity.set_alert_threshold(raw))
-    except capacity.ThresholdError as exc:
-        return error_response(400, str(exc))
+    return jsonify(capacity.set_alert_threshold(raw))
 
 
 @api.get("/capacity/alert-threshold")
@@ -109,7 +112,7 @@ def statistics_api():
 
 @api.get("/health")
 def health_api():
-    body, ok = service.detailed_health()
+    body, ok = overview.detailed_health()
     return jsonify(body), 200 if ok else 503
 
 
@@ -138,9 +141,6 @@ def status_history_api():
 @api.get("/strategies/health")
 def strategies_health_api():
     """The last status sweep: summary and one entry per bot (cached, up to 30 s old)."""
-    from app.extensions import db
-    from app.strategies.models import Strategy
-
     ids = db.session.scalars(db.select(Strategy.id).where(
         Strategy.deleted_at.is_(None), Strategy.status.in_(bot_status.SWEPT_STATUSES))).all()
     return jsonify({"summary": bot_status.cached_summary(),
@@ -150,9 +150,9 @@ def strategies_health_api():
 @bp.get("/system/panels/<name>")
 def system_panel(name: str):
     """One self-refreshing panel of the System page (an htmx fragment)."""
-    if name not in service.PANELS:
+    if name not in overview.PANELS:
         return error_response(404, f"No system panel {name!r}.")
-    return render_page(f"system/_{name}.html", **service.system_panel(name))
+    return render_page(f"system/_{name}.html", **overview.system_panel(name))
 
 
 @bp.app_template_global("bot_health")
@@ -164,7 +164,5 @@ def bot_health(strategy_id: int) -> dict | None:
 @sock.route(live.WS_PATH, bp=bp)
 def monitoring_socket(ws):
     """Live host samples and capacity updates for the System and Capacity pages."""
-    from app.extensions import db
-
     db.session.remove()  # do not hold a database connection while the page stays open
     live.serve(ws)

@@ -28,6 +28,8 @@ from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring.alerts import raise_alert
 from app.monitoring.models import Alert
+from app.runtime.control import RuntimeControlError, request_restart
+from app.runtime.supervisor import EVENTS_CHANNEL
 from app.strategies.models import Strategy, StrategyEvent
 
 log = logging.getLogger(__name__)
@@ -169,8 +171,6 @@ def strategies_with_open_stall_alert() -> set[int]:
 
 def _restart(strategy: Strategy, window: float) -> bool:
     """Ask the runtime to restart a stalled bot, at most once per stall window."""
-    from app.runtime.control import RuntimeControlError, request_restart
-
     try:
         fresh = redis_store.client.set(RESTART_KEY.format(id=strategy.id), "1",
                                        ex=max(int(window), 60), nx=True)
@@ -191,7 +191,6 @@ def _publish(strategy: Strategy | None) -> None:
     """Announce the status change like the supervisor does (gateway routes, live pages)."""
     if strategy is None:
         return
-    from app.runtime.supervisor import EVENTS_CHANNEL
 
     payload = {"strategy_id": strategy.id, "status": strategy.status, "host": strategy.host,
                "port": strategy.port, "pid": strategy.pid}

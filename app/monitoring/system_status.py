@@ -26,6 +26,7 @@ from sqlalchemy import delete
 from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring.models import MetricSample
+from app.monitoring.store import publish_live
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,6 @@ def sample_system() -> dict:
         log.warning("host status not cached (Redis: %s)", exc)
         ring = [_compact(sample)]
     _keep_history(sample, ring, settings.system_status_interval)
-    from app.monitoring.service import publish_live
 
     publish_live("system_status", sample)
     return sample

@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from app.clock import isoformat
+from app.notifications import service
+from app.notifications.settings_editor import channel_rows
+
 notifications_cli = AppGroup("notifications", help="Notification channels and history.")
 
 
 @notifications_cli.command("channels")
 def channels_command() -> None:
     """List the configured channels (targets masked) and which go through apprise."""
-    from app.notifications.settings_editor import channel_rows
-
     for row in channel_rows():
         client = "apprise" if row.via_apprise else ("local" if row.type == "inbox" else "own")
         state = "on " if row.enabled else "off"
@@ -23,8 +25,6 @@ def channels_command() -> None:
 @click.argument("channel")
 def test_command(channel: str) -> None:
     """Send a test message on CHANNEL now and report the outcome."""
-    from app.notifications import service
-
     try:
         notification, outcome, detail = service.send_test(channel)
     except LookupError as exc:
@@ -41,9 +41,6 @@ def test_command(channel: str) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 def list_command(status: str, channel: str, priority: str, limit: int) -> None:
     """The newest notifications with each channel's status."""
-    from app.clock import isoformat
-    from app.notifications import service
-
     try:
         filters = service.parse_filters({"status": status, "channel": channel,
                                          "priority": priority})
@@ -59,8 +56,6 @@ def list_command(status: str, channel: str, priority: str, limit: int) -> None:
 @notifications_cli.command("send-digests")
 def send_digests_command() -> None:
     """Send the digests of everything batched now (what the periodic job does)."""
-    from app.notifications import service
-
     digests = service.send_digests()
     click.echo(f"{len(digests)} digest(s) queued")
 
@@ -68,8 +63,6 @@ def send_digests_command() -> None:
 @notifications_cli.command("deliver-due")
 def deliver_due_command() -> None:
     """Enqueue every due queued delivery that no job holds (what the periodic job does)."""
-    from app.notifications import service
-
     click.echo(f"{service.deliver_due()} delivery job(s) enqueued")
 
 
@@ -77,8 +70,6 @@ def deliver_due_command() -> None:
 @click.argument("delivery_id", type=int)
 def resend_command(delivery_id: int) -> None:
     """Queue a failed or suppressed delivery again."""
-    from app.notifications import service
-
     try:
         delivery = service.resend(delivery_id)
     except (LookupError, ValueError) as exc:

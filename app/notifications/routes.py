@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from flask import abort, g, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 from htmx_flask import make_response
 
 from app.errors import error_response
-from app.notifications import api, bp, service, settings_editor
+from app.notifications import service, settings_editor
 from app.notifications.models import DELIVERY_STATUSES, NOTIFICATION_KINDS, PRIORITIES
 from app.rendering import render_page
 from app.system.settings import current_settings
+
+bp = Blueprint("notifications", __name__)
+api = Blueprint("notifications_api", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(bp, "/notifications"), (api, "/api/v1/notifications")]
 
 PAGE_SIZE = 50
 
@@ -71,12 +76,7 @@ def detail(notification_id: int):
 
 @bp.post("/deliveries/<int:delivery_id>/resend")
 def resend(delivery_id: int):
-    try:
-        delivery = service.resend(delivery_id)
-    except LookupError as exc:
-        abort(404, description=str(exc))
-    except ValueError as exc:
-        return error_response(409, str(exc))
+    delivery = service.resend(delivery_id)
     notification = service.notification_detail(delivery.notification_id)
     html = render_template("notifications/_deliveries.html", notification=notification,
                            toast=f"Delivery on {delivery.channel} queued again.",
@@ -99,10 +99,7 @@ def _inbox_context(before: int | None, unread_only: bool) -> dict:
 
 @bp.get("/inbox")
 def inbox():
-    try:
-        before = service.parse_positive_int("before", request.args.get("before"))
-    except service.FilterError as exc:
-        abort(400, description=str(exc))
+    before = service.parse_positive_int("before", request.args.get("before"))
     unread_only = request.args.get("unread") == "1"
     return render_page("notifications/inbox.html", "notifications/_inbox.html",
                        **_inbox_context(before, unread_only))
@@ -157,10 +154,7 @@ def settings():
 def channel_form():
     """The add/edit form: `original` = the channel being edited, `type` switches fields."""
     original = request.args.get("original") or None
-    try:
-        form = settings_editor.channel_form(original, request.args.get("type"))
-    except settings_editor.SettingsError as exc:
-        return error_response(422, str(exc))
+    form = settings_editor.channel_form(original, request.args.get("type"))
     if original and not form["exists"]:
         abort(404, description=f"No channel named {original!r} in the config file.")
     if "name" in request.args:
@@ -191,12 +185,7 @@ def channel_save():
 
 @bp.post("/settings/channels/<name>/delete")
 def channel_delete(name: str):
-    try:
-        settings_editor.delete_channel(name)
-    except LookupError as exc:
-        abort(404, description=str(exc))
-    except settings_editor.SettingsError as exc:
-        return error_response(422, str(exc))
+    settings_editor.delete_channel(name)
     html = render_template("notifications/_channels.html", toast=f"Channel {name} removed.",
                            **_settings_context())
     return make_response(html)
@@ -204,10 +193,7 @@ def channel_delete(name: str):
 
 @bp.post("/settings/channels/<name>/test")
 def channel_test(name: str):
-    try:
-        notification, outcome, detail = service.send_test(name)
-    except LookupError as exc:
-        abort(404, description=str(exc))
+    notification, outcome, detail = service.send_test(name)
     category = "success" if outcome == "sent" else "error"
     text = (f"Test message sent on {name}." if outcome == "sent"
             else f"Test on {name} {outcome}: {detail}")
@@ -254,18 +240,11 @@ def templates_save():
 # ------------------------------------------------------------------------------- API
 
 
-def _api_error(exc: service.FilterError):
-    return error_response(400, str(exc), param=exc.param)
-
-
 @api.get("")
 def api_list():
-    try:
-        filters = service.parse_filters(request.args)
-        before = service.parse_positive_int("before", request.args.get("before"))
-        limit = service.parse_positive_int("limit", request.args.get("limit"), PAGE_SIZE, 200)
-    except service.FilterError as exc:
-        return _api_error(exc)
+    filters = service.parse_filters(request.args)
+    before = service.parse_positive_int("before", request.args.get("before"))
+    limit = service.parse_positive_int("limit", request.args.get("limit"), PAGE_SIZE, 200)
     items, next_before = service.history(filters, before, limit)
     return jsonify({"items": [service.notification_json(n) for n in items],
                     "next_before": next_before, "limit": limit})
@@ -286,9 +265,6 @@ def api_unread():
 
 @api.post("/test/<name>")
 def api_test(name: str):
-    try:
-        notification, outcome, detail = service.send_test(name)
-    except LookupError as exc:
-        return error_response(404, str(exc))
+    notification, outcome, detail = service.send_test(name)
     return jsonify({"notification_id": notification.id, "outcome": outcome, "detail": detail}), \
         200 if outcome == "sent" else 502

@@ -24,7 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from app.clock import isoformat, utcnow
+from app.errors import AppError, Conflict, NotFound
 from app.extensions import db, redis_store
+from app.monitoring.models import Alert
 from app.notifications import dispatcher, messages
 from app.notifications.channels import build_channel, configured_channels
 from app.notifications.models import (
@@ -45,6 +47,8 @@ from app.notifications.policy import (
     RecentActivity,
     highest_priority,
 )
+from app.signals.models import Signal
+from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -164,12 +168,9 @@ def _enqueue_queued(notification: Notification) -> None:
 def notify_signal(signal_id: int, now: datetime | None = None,
                   clock: Clock | None = None) -> Notification | None:
     """Notify a graded signal once; None when its level is below weak ("ignore")."""
-    from app.signals.models import Signal
-    from app.strategies.models import Strategy
-
     signal = db.session.get(Signal, signal_id)
     if signal is None:
-        raise LookupError(f"No signal with id {signal_id}.")
+        raise NotFound(f"No signal with id {signal_id}.")
     if signal.priority not in PRIORITIES:
         log.info("signal %s graded %s: below the weak threshold, not notified", signal_id,
                  signal.strength_level)
@@ -189,12 +190,9 @@ def notify_signal(signal_id: int, now: datetime | None = None,
 def notify_alert(alert_id: int, now: datetime | None = None,
                  clock: Clock | None = None) -> Notification:
     """Notify a system alert once: critical → P0, warning → P1, info → P2."""
-    from app.monitoring.models import Alert
-    from app.strategies.models import Strategy
-
     alert = db.session.get(Alert, alert_id)
     if alert is None:
-        raise LookupError(f"No alert with id {alert_id}.")
+        raise NotFound(f"No alert with id {alert_id}.")
     priority = SEVERITY_PRIORITY.get(alert.severity, "P1")
     strategy = db.session.get(Strategy, alert.strategy_id) if alert.strategy_id else None
     rendered = messages.render_alert(alert, strategy.name if strategy else None, priority,
@@ -266,7 +264,7 @@ def send_test(channel_name: str, clock: Clock = utcnow) -> tuple[Notification, s
     channels = configured_channels(current_settings().notifications)
     settings = channels.get(channel_name)
     if settings is None:
-        raise LookupError(f"No channel named {channel_name!r}.")
+        raise NotFound(f"No channel named {channel_name!r}.")
     now = clock()
     channel = build_channel(channel_name, settings)
     notification = Notification(
@@ -298,9 +296,9 @@ def resend(delivery_id: int, now: datetime | None = None) -> NotificationDeliver
     now = now or utcnow()
     delivery = db.session.get(NotificationDelivery, delivery_id)
     if delivery is None:
-        raise LookupError(f"No delivery with id {delivery_id}.")
+        raise NotFound(f"No delivery with id {delivery_id}.")
     if delivery.status not in ("failed", "suppressed"):
-        raise ValueError(f"Only failed or suppressed deliveries can be sent again; this one "
+        raise Conflict(f"Only failed or suppressed deliveries can be sent again; this one "
                          f"is {delivery.status}.")
     db.session.execute(
         update(NotificationDelivery)
@@ -318,11 +316,11 @@ def resend(delivery_id: int, now: datetime | None = None) -> NotificationDeliver
 # --------------------------------------------------------------------------- the pages
 
 
-class FilterError(ValueError):
+class FilterError(AppError):
     """A bad filter value; `param` names the query parameter."""
 
     def __init__(self, param: str, message: str):
-        super().__init__(message)
+        super().__init__(message, param=param)
         self.param = param
 
 

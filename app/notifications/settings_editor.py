@@ -21,12 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml.comments import CommentedMap
 
+from app.errors import AppError, NotFound
 from app.notifications.channels import build_channel, configured_channels
+from app.notifications.channels.apprise_channels import private_url
 from app.notifications.channels.base import mask, mask_url
-from app.notifications.messages import TemplateProblem, render_custom, sample_context
+from app.notifications.messages import (
+    SampleSignal,
+    TemplateProblem,
+    render_custom,
+    render_signal,
+    sample_context,
+)
 from app.system.settings import current_settings, reload_settings
+from config import yaml_io
 from config.loader import (
     CHANNEL_COMMON_KEYS,
     CHANNEL_FAMILIES,
@@ -83,8 +92,10 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-class SettingsError(ValueError):
+class SettingsError(AppError):
     """A form that cannot be saved: `errors` maps form field names to messages."""
+
+    status = 422
 
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(v if k == "__all__" else f"{k}: {v}"
@@ -106,8 +117,8 @@ def raw_section() -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+        data = yaml_io.load(path.read_text(encoding="utf-8")) or {}
+    except yaml_io.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
@@ -140,8 +151,6 @@ def masked(key: str, value: Any) -> str:
     if key in ("webhook_url", "url"):
         return mask_url(str(value))
     if key == "urls":
-        from app.notifications.channels.apprise_channels import private_url
-
         return "\n".join(private_url(str(u)) if not str(u).startswith("${") else str(u)
                          for u in value)
     if key == "headers":
@@ -352,12 +361,7 @@ def render_file(path: Path, section: dict[str, Any]) -> str:
     order and list styles survive a save from the page; a missing or empty file is written
     fresh under HEADER (an unreadable one never gets here: raw_section() refuses it).
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 100
+    rt = yaml_io.round_trip()
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     document = rt.load(text) if text.strip() else None
     out = io.StringIO()
@@ -367,7 +371,7 @@ def render_file(path: Path, section: dict[str, Any]) -> str:
     if isinstance(document.get("notifications"), CommentedMap):
         _merge_into(document["notifications"], section)
     else:
-        document["notifications"] = _as_pyyaml_reads(section)
+        document["notifications"] = section
     rt.dump(document, out)
     return out.getvalue()
 
@@ -383,28 +387,9 @@ def _merge_into(node: Any, new: dict[str, Any]) -> None:
             _merge_into(old, value)
         elif isinstance(value, list) and isinstance(old, list):
             if list(old) != value:
-                old[:] = _as_pyyaml_reads(value)
+                old[:] = value
         elif old != value or isinstance(old, bool) != isinstance(value, bool):
-            node[key] = _as_pyyaml_reads(value)
-
-
-_PYYAML = yaml.resolver.Resolver()
-
-
-def _as_pyyaml_reads(value: Any) -> Any:
-    """`value` with every string PyYAML would not read back as that string if written plain
-    ("18:00" is 1080 and "on" is True in YAML 1.1; ruamel.yaml writes YAML 1.2) marked to be
-    double-quoted. The loader reads the file with PyYAML."""
-    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-
-    if isinstance(value, dict):
-        return {k: _as_pyyaml_reads(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_pyyaml_reads(v) for v in value]
-    if isinstance(value, str) and not isinstance(value, DoubleQuotedScalarString) and \
-            _PYYAML.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
-        return DoubleQuotedScalarString(value)
-    return value
+            node[key] = value
 
 
 def save_section(section: dict[str, Any]) -> None:
@@ -459,7 +444,7 @@ def delete_channel(name: str) -> None:
     section = raw_section()
     channels = dict(section.get("channels") or {})
     if name not in channels:
-        raise LookupError(f"No channel named {name!r} in {FILE}.")
+        raise NotFound(f"No channel named {name!r} in {FILE}.")
     channels.pop(name)
     section["channels"] = channels
     _drop_references(section, name)
@@ -603,8 +588,6 @@ def save_templates(form) -> None:
 
 def preview() -> tuple[str, str, str]:
     """The sample signal in the current template: (title, body, problem)."""
-    from app.notifications.messages import SampleSignal, render_signal
-
     settings = current_settings()
     rendered = render_signal(SampleSignal(), "DemoStrategy", settings.notifications,
                              settings.system.web.public_url)

@@ -31,6 +31,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util import Retry
 
+from app.system.settings import current_settings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
@@ -390,8 +392,6 @@ def _default_timeouts() -> tuple[float, float]:
         from flask import has_app_context
 
         if has_app_context():
-            from app.system.settings import current_settings
-
             gw = current_settings().system.gateway
             return float(gw.timeout), float(gw.connect_timeout)
     except Exception:  # noqa: BLE001, S110 - fall back to the defaults outside an app

@@ -10,6 +10,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from app.extensions import redis_store
+from app.runtime import hosts
+from app.runtime.supervisor import Supervisor
+
 supervisor_cli = AppGroup("supervisor", help="The supervisor that runs this host's FreqTrade bots.")
 
 
@@ -22,8 +26,6 @@ supervisor_cli = AppGroup("supervisor", help="The supervisor that runs this host
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def supervisor_run(host: str | None, keep_bots: bool, log_level: str) -> None:
     """Start, watch, restart and stop this host's bots until SIGTERM/Ctrl-C."""
-    from app.runtime.supervisor import Supervisor
-
     logging.basicConfig(level=getattr(logging, log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supervisor = Supervisor(current_app._get_current_object(), host=host, keep_bots=keep_bots)
@@ -35,9 +37,6 @@ def supervisor_run(host: str | None, keep_bots: bool, log_level: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def supervisor_status(as_json: bool) -> None:
     """The live supervisors: host, pid, free memory, bots, queued commands."""
-    from app.extensions import redis_store
-    from app.runtime import hosts
-
     client = redis_store.client
     rows = []
     for info in hosts.live_hosts(client):

@@ -8,7 +8,7 @@ source of truth, a command lost with Redis is still carried out on the superviso
 
 Errors are typed so routes map them to 4xx in one place: `StrategyNotFound` (404),
 `InvalidTransition` (409), `CapacityError` (409), `BotCommandError` (502); each has
-`.http_status` and a message meant for the user.
+`.status` (HTTP) and a message meant for the user.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select
 
 from app.clock import utcnow
+from app.errors import AppError
 from app.extensions import db, redis_store
 from app.runtime import hosts
+from app.runtime.bot_client import BotClient, BotError
 from app.runtime.credentials import ensure_credentials
+from app.runtime.launcher import write_bot_files
+from app.runtime.port_pool import PortPool
 from app.strategies.models import Strategy, StrategyEvent
 from app.system.settings import current_settings
 
@@ -38,40 +42,38 @@ BOT_MEMORY_ESTIMATE = 330 * 1024 * 1024
 _CAPACITY_LOCK = "btcw:runtime:capacity-lock"
 
 
-class RuntimeControlError(Exception):
-    """Base of the runtime's user-facing errors; `http_status` is what a route should answer."""
-
-    http_status = 400
+class RuntimeControlError(AppError):
+    """Base of the runtime's user-facing errors; `status` is what a route answers."""
 
 
 class StrategyNotFound(RuntimeControlError):
     """No (undeleted) strategy with that id."""
 
-    http_status = 404
+    status = 404
 
 
 class InvalidTransition(RuntimeControlError):
     """The command does not fit the strategy's current status (e.g. stop a stopped bot)."""
 
-    http_status = 409
+    status = 409
 
 
 class CapacityError(RuntimeControlError):
     """Starting one more bot would exceed system.capacity.max_strategies."""
 
-    http_status = 409
+    status = 409
 
 
 class HostUnavailable(RuntimeControlError):
     """A start was pinned to a host whose supervisor is not running."""
 
-    http_status = 409
+    status = 409
 
 
 class BotCommandError(RuntimeControlError):
     """The bot did not carry out a command sent to its API (unreachable, timeout, error)."""
 
-    http_status = 502
+    status = 502
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -228,7 +230,6 @@ def request_stop(strategy_id: int) -> Strategy:
     record_event(strategy.id, "stop_requested")
     if strategy.pid is None and not _host_alive(strategy.host):
         # Nothing was ever launched and nobody could be launching it: stopped now.
-        from app.runtime.port_pool import PortPool
 
         PortPool.from_app().release(strategy.id)
         strategy.status = "stopped"
@@ -276,8 +277,6 @@ def request_reload_config(strategy_id: int) -> dict:
     if strategy.status not in ("running", "stalled") or not strategy.port:
         raise InvalidTransition(
             f"Strategy {strategy.name} is not running ({strategy.status}); start it instead.")
-    from app.runtime.bot_client import BotClient, BotError
-    from app.runtime.launcher import write_bot_files
 
     write_bot_files(strategy, strategy.port, strategy.host)
     try:

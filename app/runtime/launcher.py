@@ -38,6 +38,7 @@ import psutil
 from app.runtime import paths, zygote
 from app.runtime.bot_client import BotClient, BotError
 from app.runtime.credentials import ensure_credentials
+from app.runtime.ft_config import build_bot_config, write_bot_config
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,6 @@ def write_bot_files(strategy, port: int, host: str | None = None) -> Path:
 
     Fills in missing API credentials on the strategy (the caller commits them).
     """
-    from app.runtime.ft_config import build_bot_config, write_bot_config
-
     ensure_credentials(strategy)
     settings = current_settings().system
     folder = paths.bot_dir(strategy.id)

@@ -20,7 +20,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.extensions import db
 from app.strategies.models import PortAllocation
+from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,6 @@ class PortPool:
     @classmethod
     def from_app(cls) -> PortPool:
         """The pool of the current app: its database, system.capacity.port_range_*."""
-        from app.extensions import db
-        from app.system.settings import current_settings
-
         capacity = current_settings().system.capacity
         return cls(db.engine, capacity.port_range_start, capacity.port_range_end)
 

@@ -38,7 +38,8 @@ from sqlalchemy import or_, select
 
 from app.clock import utcnow
 from app.extensions import db, redis_store
-from app.runtime import hosts
+from app.monitoring.alerts import raise_alert
+from app.runtime import hosts, paths
 from app.runtime.control import ACTIVE_STATUSES, record_event
 from app.runtime.crash_policy import CrashPolicy
 from app.runtime.credentials import ensure_credentials
@@ -253,8 +254,6 @@ class Supervisor:
 
     def _alert(self, strategy: Strategy, message: str, severity: str) -> None:
         try:
-            from app.monitoring.alerts import raise_alert
-
             raise_alert("bot_crashed", f"Strategy {strategy.name}: {message}", severity=severity,
                         strategy_id=strategy.id, source=f"supervisor@{self.host}")
         except Exception:
@@ -639,8 +638,6 @@ class Supervisor:
         self.heartbeat()
 
     def _is_our_freqtrade(self, pid: int, strategy_id: int) -> bool:
-        from app.runtime import paths
-
         try:
             return str(paths.config_path(strategy_id)) in psutil.Process(pid).cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied):

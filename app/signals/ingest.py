@@ -39,7 +39,9 @@ from sqlalchemy import DateTime, String, bindparam, case, exists, func, null, se
 from sqlalchemy.exc import DBAPIError
 
 from app.clock import utcnow
+from app.errors import AppError
 from app.extensions import db
+from app.signals import outbox
 from app.signals.grading import IGNORE, Grade, Thresholds, grade
 from app.signals.models import PAIRING_PREDICATE, Signal
 from app.strategies.models import Strategy
@@ -78,13 +80,11 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # no database stores these in t
 _STRENGTH_IN_TAG = re.compile(r"(?:^|\s)s=([-+]?(?:\d+\.?\d*|\.\d+))(?=\s|$)")
 
 
-class WebhookError(Exception):
+class WebhookError(AppError):
     """A rejected webhook: HTTP status, a message for the bot's log, and the field at fault."""
 
     def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status=status, field=field)
         self.field = field
 
 
@@ -760,8 +760,6 @@ def ingest_webhook(auth: StrategyAuth, body: bytes) -> IngestResult:
     Redis trouble never fails the webhook: what could not be published or handed on stays in
     the outbox (published_at / dispatched_at NULL) for the sweeper.
     """
-    from app.signals import outbox
-
     result, columns = store(auth, parse_body(body))
     if columns is not None:
         result.published, result.handed_on = outbox.deliver_new(columns, auth.name,

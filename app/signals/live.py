@@ -21,6 +21,9 @@ from typing import Any
 import redis
 from flask import Flask, current_app
 
+from app.extensions import redis_store
+from app.signals.outbox import CHANNEL
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 2000  # events a slow page may lag behind before they are only counted
@@ -179,8 +182,6 @@ _hub_lock = threading.Lock()
 def app_hub(key: str, channel: str, app: Flask | None = None) -> SignalHub:
     """This process's hub on `channel` for the app, kept in app.extensions[key] (created on
     first use, after gunicorn forked)."""
-    from app.extensions import redis_store
-
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     hub = app.extensions.get(key)
     if hub is None:
@@ -193,8 +194,6 @@ def app_hub(key: str, channel: str, app: Flask | None = None) -> SignalHub:
 
 def hub_for(app: Flask | None = None) -> SignalHub:
     """This process's hub for the signals channel."""
-    from app.signals.outbox import CHANNEL
-
     return app_hub("btcw_signal_hub", CHANNEL, app)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from flask import (
+    Blueprint,
     Response,
     abort,
     current_app,
@@ -19,10 +20,19 @@ from app.clock import utcnow
 from app.errors import error_response
 from app.extensions import db, sock
 from app.rendering import render_page
-from app.signals import api, bp, export, ingest, service, sockets
+from app.signals import ingest, service
 from app.signals import live as live_feed
 from app.signals.grading import LEVELS
 from app.signals.ingest import ACTIONS, MAX_BODY_BYTES, MESSAGE_TYPES, WebhookError
+from app.strategies.models import Strategy
+
+bp = Blueprint("signals", __name__)
+api = Blueprint("signals_api", __name__)
+# /api/v1/signals.csv (a sibling of the api prefix) and the /ws/signals WebSocket.
+export = Blueprint("signals_export", __name__)
+sockets = Blueprint("signals_live", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(bp, "/signals"), (api, "/api/v1/signals"), (export, "/api/v1"), (sockets, "")]
 
 LIVE_PATH = "/ws/signals"
 
@@ -34,34 +44,22 @@ def _webhook_token() -> str | None:
             or request.headers.get("X-Webhook-Token") or None)
 
 
-def _webhook_error(exc: WebhookError):
-    extra = {"field": exc.field} if exc.field else {}
-    return error_response(exc.status, exc.message, **extra)
-
-
 @api.post("/webhook/<int:strategy_id>")
 @public
 def webhook(strategy_id: int):
     """A bot's webhook: token-authenticated, validated, stored once, then published."""
     too_large = WebhookError(413, f"body: larger than {MAX_BODY_BYTES // 1024} KiB", "body")
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        return _webhook_error(too_large)
-    try:
-        auth = ingest.authenticate(strategy_id, _webhook_token())
-        body = request.stream.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
-        result = ingest.ingest_webhook(auth, body)
-    except WebhookError as exc:
-        return _webhook_error(exc)
+        raise too_large
+    auth = ingest.authenticate(strategy_id, _webhook_token())
+    body = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    result = ingest.ingest_webhook(auth, body)
     return jsonify(result.as_json())
 
 
 # ------------------------------------------------------------------------------- pages
-
-
-def _filter_error(exc: service.FilterError):
-    return error_response(400, exc.message, param=exc.param)
 
 
 def _list_context(filters: service.SignalFilters, before_id: int | None, limit: int,
@@ -93,7 +91,7 @@ def index():
         before_id, limit = service.parse_page(request.args)
     except service.FilterError as exc:
         if embed:
-            return _filter_error(exc)
+            raise
         filters, before_id, limit = service.SignalFilters(), None, service.DEFAULT_LIMIT
         context = _list_context(filters, None, limit, embed)
         return render_page("signals/page.html", "signals/_list.html", status=400,
@@ -113,7 +111,6 @@ def detail(signal_id: int):
     if found is None:
         abort(404, description=f"No signal with id {signal_id}.")
     signal, strategy_name = found
-    from app.strategies.models import Strategy
 
     strategy = db.session.get(Strategy, signal.strategy_id)
     payload_text, msg_unpacked = service.payload_for_display(signal.payload or {})
@@ -136,24 +133,18 @@ def _csv_response(filters: service.SignalFilters) -> Response:
 
 @api.get("")
 def api_list():
-    try:
-        filters = service.parse_filters(request.args)
-        if request.args.get("format", "json") == "csv":
-            return _csv_response(filters)
-        if request.args.get("format", "json") != "json":
-            raise service.FilterError("format", "must be json or csv")
-        before_id, limit = service.parse_page(request.args)
-    except service.FilterError as exc:
-        return _filter_error(exc)
+    filters = service.parse_filters(request.args)
+    if request.args.get("format", "json") == "csv":
+        return _csv_response(filters)
+    if request.args.get("format", "json") != "json":
+        raise service.FilterError("format", "must be json or csv")
+    before_id, limit = service.parse_page(request.args)
     return jsonify(service.list_signals_json(filters, before_id, limit))
 
 
 @export.get("/signals.csv")
 def api_csv():
-    try:
-        filters = service.parse_filters(request.args)
-    except service.FilterError as exc:
-        return _filter_error(exc)
+    filters = service.parse_filters(request.args)
     return _csv_response(filters)
 
 

@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import select
 
 from app.clock import isoformat
+from app.errors import AppError
 from app.extensions import db
+from app.notifications.models import Notification
 from app.signals.grading import LEVELS
 from app.signals.ingest import ACTIONS, MESSAGE_TYPES
 from app.signals.models import Signal
@@ -29,13 +31,12 @@ MAX_LIMIT = 500
 CSV_BATCH = 1000
 
 
-class FilterError(ValueError):
+class FilterError(AppError):
     """A bad filter or paging parameter; `param` names it."""
 
     def __init__(self, param: str, message: str):
-        super().__init__(f"{param}: {message}")
+        super().__init__(f"{param}: {message}", param=param)
         self.param = param
-        self.message = f"{param}: {message}"
 
 
 @dataclass(frozen=True)
@@ -363,8 +364,6 @@ def signal_pair(signal: Signal) -> SignalPair | None:
 def notifications_for(signal_id: int) -> list:
     """The notifications made for a signal, each with its deliveries (channel, status, …)."""
     from sqlalchemy.orm import selectinload
-
-    from app.notifications.models import Notification
 
     return list(db.session.scalars(
         select(Notification).where(Notification.signal_id == signal_id)

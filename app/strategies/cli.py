@@ -8,14 +8,15 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from app.rendering import mebibytes
 from app.runtime.control import RuntimeControlError
+from app.strategies import library, service
+from app.system.settings import current_settings
 
 strategies_cli = AppGroup("strategies", help="Create, run and inspect strategies (FreqTrade bots).")
 
 
 def _service():
-    from app.strategies import service
-
     return service
 
 
@@ -51,7 +52,6 @@ def list_command(as_json: bool, status: str | None) -> None:
     if not rows:
         click.echo("No strategies. Create one with `flask strategies create`.")
         return
-    from app.rendering import mebibytes
 
     click.echo(f"{'ID':>4}  {'NAME':20} {'CLASS':18} {'TF':4} {'STATUS':9} {'PORT':>5} "
                f"{'PID':>7} {'CPU%':>5} {'MEM (PSS)':>10} {'PROFIT':>12}  PAIRS")
@@ -131,7 +131,6 @@ def _wait_seconds(wait: bool, timeout: float | None) -> float:
         return 0
     if timeout is not None:
         return timeout
-    from app.system.settings import current_settings
 
     ft = current_settings().system.freqtrade
     return float(max(ft.startup_timeout, ft.shutdown_timeout) + 15)
@@ -186,8 +185,6 @@ def status_command(ref: str, as_json: bool) -> None:
     if basic["port"]:
         click.echo(f"  bot {basic['host']}:{basic['port']} pid {basic['pid']}")
     if proc:
-        from app.rendering import mebibytes
-
         cpu = "—" if proc["cpu_percent"] is None else f"{proc['cpu_percent']:.1f}%"
         click.echo(f"  cpu {cpu}  memory {mebibytes(proc['memory_pss'])} PSS · "
                    f"{mebibytes(proc['memory_rss'])} RSS  uptime {proc['uptime_seconds'] or 0} s"
@@ -238,8 +235,6 @@ def delete_command(ref: str, yes: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a library file of the same name.")
 def upload_command(path: Path, name: str | None, overwrite: bool) -> None:
     """Copy a strategy file into the strategy library (checked first)."""
-    from app.strategies import library
-
     try:
         saved = library.save_upload(name or path.name, path.read_bytes(), overwrite=overwrite)
     except library.LibraryError as exc:
@@ -251,8 +246,6 @@ def upload_command(path: Path, name: str | None, overwrite: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def library_command(as_json: bool) -> None:
     """List the strategy library's files and their strategy classes."""
-    from app.strategies import library
-
     files = library.scan()
     if as_json:
         _echo_json([f.to_dict() for f in files])

@@ -11,6 +11,7 @@ from app.extensions import db
 from app.runtime.control import ACTIVE_STATUSES, RuntimeControlError
 from app.strategies import library, service
 from app.strategies.models import Strategy
+from app.system.models import SystemSetting
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,10 @@ DEMO_STRATEGIES = (
 
 
 def _seeded() -> bool:
-    from app.system.models import SystemSetting
-
     return db.session.get(SystemSetting, SEEDED_KEY) is not None
 
 
 def _mark_seeded(ids: list[int]) -> None:
-    from app.system.models import SystemSetting
-
     db.session.merge(SystemSetting(key=SEEDED_KEY,
                                    value={"at": isoformat(utcnow()), "strategy_ids": ids}))
     db.session.commit()

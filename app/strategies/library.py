@@ -19,17 +19,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.errors import AppError
+from app.runtime.paths import strategies_dir
+
 FILE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\.py$")
 MAX_FILE_BYTES = 512 * 1024
 BASE_CLASS = "IStrategy"
 
 
-class LibraryError(ValueError):
+class LibraryError(AppError):
     """A file name or upload was refused; `field` names the input at fault."""
 
     def __init__(self, message: str, field: str = "file"):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, field=field)
         self.field = field
 
 
@@ -51,8 +53,6 @@ class StrategyFile:
 
 def library_dir() -> Path:
     """The library folder: system.freqtrade.strategies_directory, the bots' strategy_path."""
-    from app.runtime.paths import strategies_dir
-
     folder = strategies_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder.resolve()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import flash, jsonify, redirect, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, request, url_for
 from htmx_flask import make_response
 
 from app.errors import error_response
+from app.gateway.service import gateway_status
 from app.rendering import render_page
 from app.runtime.control import RuntimeControlError
-from app.strategies import api, bp, library, service
+from app.strategies import library, service
 from app.strategies.models import STATUSES
 from app.strategies.validation import (
     EDITABLE,
@@ -18,24 +19,12 @@ from app.strategies.validation import (
     timeframes_for,
 )
 
+bp = Blueprint("strategies", __name__)
+api = Blueprint("strategies_api", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(bp, "/strategies"), (api, "/api/v1/strategies")]
+
 # ------------------------------------------------------------------------------ helpers
-
-
-def _api_error(exc: Exception):
-    """A service or runtime error as JSON with its status (422s carry the field errors)."""
-    if isinstance(exc, service.ValidationFailed):
-        return error_response(422, exc.message, errors=exc.errors)
-    message = getattr(exc, "message", None) or str(exc)
-    return error_response(getattr(exc, "http_status", 400), message)
-
-
-def _htmx_error(exc: Exception):
-    """An error for an htmx button: plain text, which static/js/app.js shows in a toast."""
-    message = getattr(exc, "message", None) or str(exc)
-    status = getattr(exc, "http_status", 400)
-    if not request.headers.get("HX-Request"):
-        return error_response(status, message)
-    return make_response(message, status, {"Content-Type": "text/plain; charset=utf-8"})
 
 
 def _json_body():
@@ -65,10 +54,7 @@ def _wait_seconds() -> float:
 
 @api.get("")
 def api_list():
-    try:
-        strategies = service.list_strategies(request.args.get("status") or None)
-    except service.ServiceError as exc:
-        return _api_error(exc)
+    strategies = service.list_strategies(request.args.get("status") or None)
     return jsonify({"strategies": [service.to_dict(s) for s in strategies],
                     "count": len(strategies)})
 
@@ -84,10 +70,7 @@ def api_create():
     if data is None:
         return error_response(400, "body: send the strategy as a JSON object "
                                    "(Content-Type: application/json).")
-    try:
-        strategy = service.create_strategy(data)
-    except service.ValidationFailed as exc:
-        return _api_error(exc)
+    strategy = service.create_strategy(data)
     body = {"strategy_id": strategy.id, "status": "created"}
     if data.get("auto_start") is True:
         try:
@@ -101,10 +84,7 @@ def api_create():
 
 @api.get("/<int:strategy_id>")
 def api_show(strategy_id: int):
-    try:
-        return jsonify(service.to_dict(service.get_strategy(strategy_id)))
-    except RuntimeControlError as exc:
-        return _api_error(exc)
+    return jsonify(service.to_dict(service.get_strategy(strategy_id)))
 
 
 @api.patch("/<int:strategy_id>")
@@ -112,29 +92,20 @@ def api_update(strategy_id: int):
     data = _json_body()
     if data is None:
         return error_response(400, "body: send the fields to change as a JSON object.")
-    try:
-        strategy, restart = service.update_strategy(strategy_id, data)
-    except (service.ServiceError, RuntimeControlError) as exc:
-        return _api_error(exc)
+    strategy, restart = service.update_strategy(strategy_id, data)
     return jsonify({"status": "updated", "strategy_id": strategy.id,
                     "restart_required": restart, "strategy": service.to_dict(strategy)})
 
 
 @api.delete("/<int:strategy_id>")
 def api_delete(strategy_id: int):
-    try:
-        strategy = service.delete_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return _api_error(exc)
+    strategy = service.delete_strategy(strategy_id)
     return jsonify({"status": "deleted", "strategy_id": strategy.id,
                     "message": f"Strategy {strategy.name} deleted; its signals are kept."})
 
 
 def _command(strategy_id: int, command: str):
-    try:
-        result = service.run_command(strategy_id, command, wait=_wait_seconds())
-    except (service.ServiceError, RuntimeControlError) as exc:
-        return _api_error(exc)
+    result = service.run_command(strategy_id, command, wait=_wait_seconds())
     done = command == "reload_config" or result["status"] != "success" or \
         request.args.get("wait") not in (None, "", "0")
     return jsonify(result), 200 if done else 202
@@ -157,19 +128,13 @@ def api_run_command(strategy_id: int, command: str):
 
 @api.get("/<int:strategy_id>/status/detailed")
 def api_detailed_status(strategy_id: int):
-    try:
-        return jsonify(service.detailed_status(strategy_id))
-    except RuntimeControlError as exc:
-        return _api_error(exc)
+    return jsonify(service.detailed_status(strategy_id))
 
 
 @api.get("/<int:strategy_id>/logs")
 def api_logs(strategy_id: int):
-    try:
-        limit = service.parse_limit(request.args.get("limit"))
-        return jsonify(service.strategy_logs(strategy_id, limit))
-    except (service.ServiceError, RuntimeControlError) as exc:
-        return _api_error(exc)
+    limit = service.parse_limit(request.args.get("limit"))
+    return jsonify(service.strategy_logs(strategy_id, limit))
 
 
 @api.get("/library")
@@ -194,10 +159,7 @@ def api_library_upload():
         overwrite = bool(data.get("overwrite"))
         if not isinstance(content, str):
             return error_response(400, "content: the file's text is required.", field="content")
-    try:
-        saved = library.save_upload(name, content, overwrite=overwrite)
-    except library.LibraryError as exc:
-        return error_response(400, exc.message, field=exc.field)
+    saved = library.save_upload(name, content, overwrite=overwrite)
     return jsonify({"status": "uploaded", **saved.to_dict()}), 201
 
 
@@ -278,20 +240,14 @@ def _detail_context(strategy) -> dict:
 
 @bp.get("/<int:strategy_id>")
 def detail(strategy_id: int):
-    try:
-        strategy = service.get_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return error_response(404, str(exc))
+    strategy = service.get_strategy(strategy_id)
     return render_page("strategies/detail.html", None, **_detail_context(strategy),
                        threshold_errors={})
 
 
 @bp.get("/<int:strategy_id>/edit")
 def edit(strategy_id: int):
-    try:
-        strategy = service.get_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return error_response(404, str(exc))
+    strategy = service.get_strategy(strategy_id)
     values = current_values(strategy)
     values["pairs"] = ", ".join(values["pairs"] or [])
     return _form_response(_form_context(values, strategy=strategy), 200)
@@ -299,10 +255,7 @@ def edit(strategy_id: int):
 
 @bp.post("/<int:strategy_id>/edit")
 def update(strategy_id: int):
-    try:
-        strategy = service.get_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return _htmx_error(exc)
+    strategy = service.get_strategy(strategy_id)
     values = _form_values(request.form)
     try:
         strategy, restart = service.update_strategy(strategy.id, values)
@@ -318,20 +271,14 @@ def update(strategy_id: int):
 
 @bp.get("/<int:strategy_id>/status")
 def status(strategy_id: int):
-    try:
-        strategy = service.get_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return _htmx_error(exc)
+    strategy = service.get_strategy(strategy_id)
     return render_page("strategies/_status.html", "strategies/_status.html",
                        **_detail_context(strategy))
 
 
 @bp.post("/<int:strategy_id>/commands/<command>")
 def command(strategy_id: int, command: str):
-    try:
-        result = service.run_command(strategy_id, command)
-    except (service.ServiceError, RuntimeControlError) as exc:
-        return _htmx_error(exc)
+    result = service.run_command(strategy_id, command)
     strategy = service.get_strategy(strategy_id)
     return render_page("strategies/_status.html", "strategies/_status.html",
                        **_detail_context(strategy), toast_message=result["message"])
@@ -339,21 +286,15 @@ def command(strategy_id: int, command: str):
 
 @bp.get("/<int:strategy_id>/bot")
 def bot(strategy_id: int):
-    try:
-        strategy = service.get_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return _htmx_error(exc)
+    strategy = service.get_strategy(strategy_id)
     return render_page("strategies/_bot.html", "strategies/_bot.html", strategy=strategy,
                        details=service.bot_details(strategy, trades_limit=20))
 
 
 @bp.get("/<int:strategy_id>/logs")
 def logs(strategy_id: int):
-    try:
-        limit = service.parse_limit(request.args.get("limit"), default=100)
-        result = service.strategy_logs(strategy_id, limit)
-    except (service.ServiceError, RuntimeControlError) as exc:
-        return _htmx_error(exc)
+    limit = service.parse_limit(request.args.get("limit"), default=100)
+    result = service.strategy_logs(strategy_id, limit)
     return render_page("strategies/_logs.html", "strategies/_logs.html",
                        strategy_id=strategy_id, result=result)
 
@@ -369,18 +310,13 @@ def thresholds(strategy_id: int):
         return render_page("strategies/_thresholds.html", "strategies/_thresholds.html",
                            status=422, strategy=strategy, threshold_values=values,
                            threshold_errors=exc.errors)
-    except RuntimeControlError as exc:
-        return _htmx_error(exc)
     return render_page("strategies/_thresholds.html", "strategies/_thresholds.html",
                        strategy=strategy, threshold_errors={}, saved=True)
 
 
 @bp.post("/<int:strategy_id>/delete")
 def delete(strategy_id: int):
-    try:
-        strategy = service.delete_strategy(strategy_id)
-    except RuntimeControlError as exc:
-        return _htmx_error(exc)
+    strategy = service.delete_strategy(strategy_id)
     flash(f"Strategy {strategy.name} deleted; its signals are kept.", "success")
     return _redirect(url_for("strategies.index"))
 
@@ -428,6 +364,4 @@ def library_classes():
 @api.get("/gateway/status")
 def api_gateway_status():
     """The gateway's health and every running bot's status (app/gateway/service.py)."""
-    from app.gateway.service import gateway_status
-
     return jsonify(gateway_status())

@@ -3,7 +3,7 @@
 The pages, the JSON API, the CLI and `flask up` all call these functions. Starting and stopping
 bots is the runtime's job (`app.runtime.control`); everything that talks to a bot goes through
 `app.runtime.bot_client.BotClient`. Errors carry the HTTP status a route should answer with
-(`http_status`) and a message meant for the user.
+(`status`, HTTP) and a message meant for the user.
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ from typing import Any
 from sqlalchemy import select
 
 from app.clock import isoformat, utcnow
+from app.errors import AppError
 from app.extensions import db, redis_store
-from app.runtime import control
+from app.monitoring import capacity as capacity_figures
+from app.monitoring.bot_usage import last_measurement, stored_usage
+from app.monitoring.capacity import port_pool_status
+from app.proxies.models import Proxy
+from app.runtime import control, paths
+from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable, fetch_all
 from app.runtime.control import (
     ACTIVE_STATUSES,
     CapacityError,
@@ -29,9 +35,12 @@ from app.runtime.control import (
     RuntimeControlError,
     StrategyNotFound,
 )
+from app.runtime.credentials import new_credentials
 from app.runtime.ft_config import TRADABLE_BALANCE_RATIO
+from app.runtime.launcher import CONSOLE_LOG
 from app.strategies.models import STATUSES, Strategy, StrategyEvent
 from app.strategies.validation import clean_strategy
+from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +63,18 @@ __all__ = [
 ]
 
 
-class ServiceError(Exception):
-    """A request the strategies service refuses; `http_status` for routes."""
-
-    http_status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+class ServiceError(AppError):
+    """A request the strategies service refuses; `status` for routes."""
 
 
 class ValidationFailed(ServiceError):
     """Input with field errors: `errors` is {field: message}."""
 
-    http_status = 422
+    status = 422
 
     def __init__(self, errors: dict[str, str]):
         fields = ", ".join(sorted(errors))
-        super().__init__(f"Check these fields: {fields}.")
+        super().__init__(f"Check these fields: {fields}.", errors=errors)
         self.errors = errors
 
 
@@ -82,7 +85,7 @@ class UnknownCommand(ServiceError):
 class StartFailed(ServiceError):
     """A waited-for start ended in error: the message is FreqTrade's own."""
 
-    http_status = 502
+    status = 502
 
 
 # ---------------------------------------------------------------------------------- records
@@ -177,8 +180,6 @@ def create_strategy(data: Mapping) -> Strategy:
 
     Raises ValidationFailed with {field: message}.
     """
-    from app.runtime.credentials import new_credentials
-
     values, errors = clean_strategy(_threshold_input(data))
     if errors:
         raise ValidationFailed(errors)
@@ -233,8 +234,6 @@ def delete_strategy(strategy_id: int) -> Strategy:
 
 def proxy_choices() -> list[tuple[int, str]]:
     """(id, label) of every proxy, for the form's proxy select."""
-    from app.proxies.models import Proxy
-
     return [(p.id, f"{p.name} ({p.status})")
             for p in db.session.scalars(select(Proxy).order_by(Proxy.name))]
 
@@ -328,8 +327,6 @@ def process_figures(strategies: Iterable[Strategy]) -> dict[int, dict]:
     exists (just started, a bot on a host the jobs do not run on, Redis down), so pages show
     "—" instead of a made-up 0. `measured_at` says when they were measured.
     """
-    from app.monitoring.bot_usage import stored_usage
-
     running = [s for s in strategies if s.pid and s.status in ACTIVE_STATUSES]
     usage = stored_usage(s.id for s in running)
     out = {}
@@ -357,8 +354,6 @@ def process_of(strategy: Strategy) -> dict | None:
 
 
 def _bot_client(strategy: Strategy, timeout: float = 5.0):
-    from app.runtime.bot_client import BotClient
-
     return BotClient.for_strategy(strategy, timeout=timeout)
 
 
@@ -368,8 +363,6 @@ def bot_summaries(strategies: Iterable[Strategy]) -> dict[int, dict]:
     Asks every bot at once (bot_client.fetch_all, 2 s each); a bot that does not answer gets
     {"error": message}.
     """
-    from app.runtime.bot_client import fetch_all
-
     running = [s for s in strategies if s.port and s.status in ("running", "stalled")]
     out: dict[int, dict] = {}
     keys = [f"btcw:strategies:summary:{s.id}:{s.port}" for s in running]
@@ -438,8 +431,6 @@ def bot_details(strategy: Strategy, trades_limit: int = 50) -> dict:
     Never raises for a bot problem: a bot that is not running or does not answer gives
     {"bot": "not_running" | "unreachable" | "timeout", "message": …}.
     """
-    from app.runtime.bot_client import BotError, BotTimeout, BotUnreachable
-
     if not strategy.port or strategy.status not in ("running", "stalled", "stopping"):
         return {"bot": "not_running",
                 "message": f"{strategy.name} is {strategy.status}; its bot is not running."}
@@ -532,9 +523,6 @@ def tail_file(path: Path, limit: int, block: int = 65536) -> list[str]:
 def log_files(strategy_id: int) -> list[Path]:
     """Where a bot's log lines are on disk: FreqTrade's --logfile, then the console output of
     its last launch (which holds the same lines when the log file was not written)."""
-    from app.runtime import paths
-    from app.runtime.launcher import CONSOLE_LOG
-
     return [paths.log_path(strategy_id), paths.bot_dir(strategy_id) / CONSOLE_LOG]
 
 
@@ -544,8 +532,6 @@ def strategy_logs(strategy_id: int, limit: int = 100) -> dict:
     Lines come oldest first as {"time", "logger", "level", "message"}; "source" says where
     they came from and "note" why the file was used.
     """
-    from app.runtime.bot_client import BotError
-
     strategy = get_strategy(strategy_id)
     limit = parse_limit(limit)
     note = None
@@ -574,22 +560,17 @@ def strategy_logs(strategy_id: int, limit: int = 100) -> dict:
 # -------------------------------------------------------------------------------- overview
 
 
-def capacity() -> dict:
-    """The design's capacity block: limit, running, free slots, utilization, port range."""
-    from app.system.settings import current_settings
+# The design's capacity block (SPEC §8); the values come from monitoring's one capacity figure.
+CAPACITY_KEYS = ("max_strategies", "running_strategies", "available_slots", "utilization_percent",
+                 "port_range", "can_start_more", "architecture")
 
-    cap = current_settings().system.capacity
-    running = control.active_count()
-    limit = cap.max_strategies
-    return {
-        "max_strategies": limit,
-        "running_strategies": running,
-        "available_slots": max(limit - running, 0),
-        "utilization_percent": round(running * 100 / limit, 2) if limit else 100.0,
-        "port_range": f"{cap.port_range_start}-{cap.port_range_end}",
-        "can_start_more": running < limit,
-        "architecture": "multi_instance_reverse_proxy",
-    }
+
+def capacity() -> dict:
+    """The design's capacity block, from the one capacity figure (monitoring's snapshot), so
+    every page agrees on whether more bots can start."""
+    snap = capacity_figures.snapshot(bots=last_measurement())
+    info = snap.capacity_info()
+    return {key: info[key] for key in CAPACITY_KEYS}
 
 
 def is_healthy(strategy: Strategy) -> bool:
@@ -600,9 +581,6 @@ def is_healthy(strategy: Strategy) -> bool:
 
 def overview() -> dict:
     """The design's GET /strategies/overview: summary by status, capacity, every strategy."""
-    from app.monitoring.capacity import port_pool_status
-    from app.system.settings import current_settings
-
     strategies = list_strategies()
     by_status = {status: 0 for status in STATUSES}
     for strategy in strategies:

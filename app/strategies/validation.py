@@ -13,7 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from app.extensions import db
+from app.proxies.models import Proxy
+from app.simulator.market import INTERVAL_MINUTES
 from app.strategies import library
+from app.strategies.models import Strategy
+from app.system.settings import current_settings
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 CLASS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -50,6 +55,7 @@ READ_ONLY = (
     "stopped_at", "health_score", "last_processed_at", "api_username", "api_password",
     "jwt_secret", "ws_token", "webhook_token", "created_at", "updated_at", "deleted_at",
 )
+
 # Ignored on input: a form's CSRF token, create's auto_start, the upload checkbox.
 IGNORED = ("csrf_token", "auto_start", "overwrite")
 
@@ -72,8 +78,6 @@ def timeframes_for(exchange: str) -> list[str]:
     """FreqTrade timeframes the exchange offers (ccxt's list; the simulator's own intervals)."""
     if exchange == SIMULATOR:
         try:
-            from app.simulator.market import INTERVAL_MINUTES
-
             return list(INTERVAL_MINUTES)
         except ImportError:  # pragma: no cover - the simulator ships with the app
             return ["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
@@ -90,8 +94,6 @@ def timeframes_for(exchange: str) -> list[str]:
 
 def simulator_pairs() -> list[str]:
     """The pairs the market simulator serves (system.simulator.pairs)."""
-    from app.system.settings import current_settings
-
     return list(current_settings().system.simulator.pairs)
 
 
@@ -194,8 +196,6 @@ def clean_proxy_id(value: Any) -> int | None:
     if value is None or value == "":
         return None
     proxy_id = _integer(value, "The proxy", 1, 2**31 - 1)
-    from app.extensions import db
-    from app.proxies.models import Proxy
 
     if db.session.get(Proxy, proxy_id) is None:
         raise Invalid(f"No proxy with id {proxy_id}.")
@@ -385,9 +385,6 @@ def _unique_name(clean: dict, errors: dict, current) -> None:
     if not name or "name" in errors:
         return
     from sqlalchemy import func, select
-
-    from app.extensions import db
-    from app.strategies.models import Strategy
 
     query = select(Strategy.id).where(func.lower(Strategy.name) == name.lower(),
                                       Strategy.deleted_at.is_(None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.notifications.channels.base import mask
+from app.notifications.settings_editor import SECRET_KEYS, masked
 from app.system.settings import current_settings, reload_settings
 from config.loader import CONFIG_FILES, ConfigError, as_dict
 
@@ -11,9 +13,6 @@ SECRET_WORDS = ("secret", "password", "token", "key", "webhook")
 
 def _mask(value, parent: str = ""):
     """Secrets shown masked: channel secrets the way the settings page shows them."""
-    from app.notifications.channels.base import mask
-    from app.notifications.settings_editor import SECRET_KEYS, masked
-
     if isinstance(value, dict):
         if parent == "channels":
             return {name: {k: masked(k, v) if k in SECRET_KEYS else v for k, v in ch.items()}

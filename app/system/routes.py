@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from flask import jsonify, redirect, url_for
+from flask import Blueprint, jsonify, redirect, url_for
 
 from app.auth.guard import public
 from app.errors import error_response
+from app.monitoring.overview import system_health, system_page_context
 from app.rendering import render_page
-from app.system import api, bp, config_service, root
-from app.system.health import system_health
+from app.system import config_service
+
+bp = Blueprint("system", __name__)
+api = Blueprint("system_api", __name__)
+root = Blueprint("root", __name__)
+# (blueprint, url prefix) pairs that create_app registers.
+BLUEPRINTS = [(root, ""), (bp, "/system"), (api, "/api/v1/system")]
 
 
 @root.get("/")
@@ -43,8 +49,6 @@ def config_reload():
 
 @bp.get("/")
 def index():
-    from app.monitoring.service import system_page_context
-
     report, _ = system_health()
     return render_page("system/page.html", "system/_health.html", health=report,
                        **system_page_context())

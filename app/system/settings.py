@@ -12,6 +12,7 @@ import time
 
 from flask import current_app
 
+from app.extensions import redis_store
 from config.loader import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ def reload_settings(publish: bool = True) -> Settings:
         holder.settings = new
     if publish:
         try:
-            from app.extensions import redis_store
-
             holder.version = int(redis_store.client.incr(VERSION_KEY))
         except Exception as exc:  # noqa: BLE001 - Redis down: this process still reloaded
             log.warning("config reloaded here but not announced (Redis: %s)", exc)
@@ -59,8 +58,6 @@ def refresh_if_changed() -> None:
         return
     holder.checked_at = now
     try:
-        from app.extensions import redis_store
-
         version = int(redis_store.client.get(VERSION_KEY) or 0)
     except Exception:  # noqa: BLE001 - no Redis, no news
         return

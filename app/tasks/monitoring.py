@@ -31,7 +31,7 @@ def sweep_strategies() -> dict:
 
 def check_gateway() -> dict:
     """Gateway health; an alert when it drops below system.monitoring.gateway_alert_below."""
-    from app.monitoring.service import check_gateway as check
+    from app.monitoring.gateway_status import check_gateway as check
 
     health = check()
     return {k: health.get(k) for k in ("status", "health_score", "effective_score",

@@ -11,9 +11,9 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-import yaml
 from werkzeug.serving import make_server
 
+from config import yaml_io
 from tests.bots import make_strategy
 from tests.support.servers import free_port
 
@@ -32,10 +32,10 @@ def gateway_config_dir(bots_world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway-config")
     for f in bots_world.config_dir.glob("*.yml"):
         shutil.copy(f, folder / f.name)
-    system = yaml.safe_load((folder / "system.yml").read_text())
+    system = yaml_io.load((folder / "system.yml").read_text())
     system["system"]["gateway"].update(timeout=GATEWAY_TIMEOUT,
                                        connect_timeout=GATEWAY_CONNECT_TIMEOUT)
-    (folder / "system.yml").write_text(yaml.safe_dump(system, sort_keys=False))
+    (folder / "system.yml").write_text(yaml_io.dump(system))
     return folder
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.clock import utcnow
 from app.extensions import db, redis_store
-from app.monitoring import capacity
+from app.monitoring import bot_usage, capacity
 from app.monitoring.models import Alert, MetricSample
 
 # ------------------------------------------------------------------------------ threshold
@@ -189,7 +189,7 @@ def test_capacity_measures_real_processes(app, make_strategy, memory_hogs):
 
 
 def test_without_bots_the_estimate_is_used(app):
-    bots = capacity.measure_bots()
+    bots = bot_usage.measure_bots()
     assert bots["measured"] == 0 and bots["average_basis"] == "estimate"
     assert bots["average_bot_memory"] == 330 * 1024 * 1024
 

@@ -59,7 +59,7 @@ def test_cron_enqueues_and_a_worker_runs_every_monitoring_job(app):
 
 
 def test_gateway_alert_fires_once_per_crossing(app):
-    from app.monitoring.service import check_gateway
+    from app.monitoring.gateway_status import check_gateway
 
     for _ in range(3):
         health = check_gateway()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 import pytest
-import yaml
 
+from config import yaml_io
 from tests.notifications.receivers import HttpReceiver, SmtpReceiver
 from tests.notifications.test_worker import WorkerProcess
 
@@ -45,7 +45,7 @@ def notify_world(bots_world, tmp_path):
                      "to": ["owner@example.com"]},
         },
     }
-    path.write_text(yaml.safe_dump({"notifications": section}))
+    path.write_text(yaml_io.dump({"notifications": section}))
     yield http, smtp
     path.write_text(original)
     http.stop()

@@ -3,10 +3,9 @@ saved atomically to the config folder in use and reloaded live."""
 
 from __future__ import annotations
 
-import yaml
-
 from app.notifications import service
 from app.system.settings import current_settings
+from config import yaml_io
 
 
 def _post(client, auth, url, data):
@@ -15,7 +14,7 @@ def _post(client, auth, url, data):
 
 
 def _stored(path) -> dict:
-    return yaml.safe_load(path.read_text())["notifications"]
+    return yaml_io.load(path.read_text())["notifications"]
 
 
 def test_settings_page_renders_every_section(auth, client, config_file):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from rq.job import Job
 
 from app.extensions import db, redis_store
 from app.notifications import dispatcher, service
 from app.notifications.models import DeliveryAttempt, NotificationDelivery
+from config import yaml_io
 from config.loader import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def worker_world(app, app_config, config_dir, var_dir, tmp_path, http_receiver):
                                   "enabled_priorities": ["P0", "P1", "P2"],
                                   "enabled_channels": ["all"]}},
     }
-    (folder / "notifications.yml").write_text(yaml.safe_dump({"notifications": section}))
+    (folder / "notifications.yml").write_text(yaml_io.dump({"notifications": section}))
     holder = app.extensions["btcw_settings"]
     original = holder.settings
     holder.settings = load_settings(folder)

@@ -233,7 +233,7 @@ def test_capacity_limit_refuses_a_third_start(bots_ctx, demo_bots):
     try:
         with pytest.raises(control.CapacityError) as raised:
             control.request_start(strategy.id)
-        assert raised.value.http_status == 409
+        assert raised.value.status == 409
         assert "2 of 2" in str(raised.value) and "max_strategies" in str(raised.value)
         row = _row(strategy.id)
         assert (row.status, row.desired_state) == ("stopped", "stopped")

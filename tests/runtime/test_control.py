@@ -114,7 +114,7 @@ def test_capacity_limit_counts_every_host(app):
         db.session.commit()
         with pytest.raises(control.CapacityError, match=r"2 of 2 strategies") as raised:
             control.request_start(c.id)
-        assert raised.value.http_status == 409
+        assert raised.value.status == 409
         assert control.active_count() == 2
         control.request_stop(a.id)
         assert control.request_start(c.id).status == "starting"
@@ -129,7 +129,7 @@ def test_unknown_and_deleted_strategies_are_not_found(app):
 
     with pytest.raises(control.StrategyNotFound, match="No strategy with id 4242") as raised:
         control.request_start(4242)
-    assert raised.value.http_status == 404
+    assert raised.value.status == 404
     gone = make_strategy("gone")
     gone.deleted_at = utcnow()
     db.session.commit()

@@ -8,6 +8,7 @@ import pytest
 
 from app.extensions import db
 from app.strategies.models import Strategy
+from app.system.settings import current_settings
 from tests.strategies.conftest import STRATEGY_SOURCE, valid_payload
 
 BASE = "/api/v1/strategies"
@@ -386,7 +387,7 @@ def test_overview_shape(client, api_headers, strategy, library_dir):
     assert [s["name"] for s in body["strategies"]] == ["rsi-eth-test", "second"]
     assert body["strategies"][0]["runtime_status"] == "stopped"
     assert body["strategies"][0]["is_running"] is False
-    assert body["gateway_info"]["port"] == 8080
+    assert body["gateway_info"]["port"] == current_settings().system.gateway.port
 
 
 # ----------------------------------------------------------------------------- library

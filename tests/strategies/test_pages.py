@@ -67,7 +67,7 @@ def test_list_and_detail_show_the_monitoring_measurement_in_mib(auth, client, st
     from datetime import timedelta
 
     from app.clock import utcnow
-    from app.monitoring import capacity
+    from app.monitoring import bot_usage
 
     strategy.status, strategy.desired_state, strategy.pid = "running", "running", os.getpid()
     strategy.port, strategy.host = 18124, "127.0.0.1"
@@ -80,7 +80,7 @@ def test_list_and_detail_show_the_monitoring_measurement_in_mib(auth, client, st
     assert "—" in cpu and "not measured yet" in cpu and "0.0" not in cpu  # no sample yet
     assert "—" in memory and "MiB" not in memory
 
-    measured = capacity.measure_bots()["processes"][0]  # the status sweep's measurement
+    measured = bot_usage.measure_bots()["processes"][0]  # the status sweep's measurement
     cells = _row_cells(client.get("/strategies/", headers=HTMX).get_data(as_text=True),
                        strategy.id)
     assert f"{measured['cpu_percent']:.1f}%" in cells[6]

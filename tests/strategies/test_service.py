@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from app.clock import utcnow
 from app.extensions import db, redis_store
-from app.monitoring import bot_usage, capacity
+from app.monitoring import bot_usage
 from app.strategies import service
 from app.strategies.models import Strategy
 
@@ -33,7 +33,7 @@ def test_process_figures_are_the_monitoring_measurement(app, strategy):
     busy_until = time.process_time() + 0.2
     while time.process_time() < busy_until:
         pass
-    measured = capacity.measure_bots()  # what the status sweep does every 30 s
+    measured = bot_usage.measure_bots()  # what the status sweep does every 30 s
     figures = service.process_of(strategy)
     mine = next(p for p in measured["processes"] if p["strategy_id"] == strategy.id)
     assert figures["cpu_percent"] == mine["cpu_percent"] > 0
@@ -49,7 +49,7 @@ def test_process_figures_are_the_monitoring_measurement(app, strategy):
 def test_no_figures_for_a_stopped_bot_or_another_process(app, strategy):
     assert service.process_of(strategy) is None  # stopped
     _running_here(strategy)
-    capacity.measure_bots()
+    bot_usage.measure_bots()
     assert service.process_of(strategy)["cpu_percent"] is not None
     strategy.pid = os.getpid() + 2**22  # restarted: the stored figures are of the old pid
     db.session.commit()
@@ -63,16 +63,16 @@ def test_no_figures_for_a_stopped_bot_or_another_process(app, strategy):
 def test_cpu_percent_is_measured_over_a_real_window():
     created, now = 1000.0, 2000.0
     # First measurement: the lifetime average.
-    cpu, baseline = capacity._cpu_since(None, 50.0, now, created)
+    cpu, baseline = bot_usage._cpu_since(None, 50.0, now, created)
     assert cpu == 5.0 and baseline == (50.0, now, 5.0)
     # 30 s later (the next sweep): 6 CPU seconds in 30 s.
-    cpu, later = capacity._cpu_since(baseline, 56.0, now + 30, created)
+    cpu, later = bot_usage._cpu_since(baseline, 56.0, now + 30, created)
     assert cpu == 20.0 and later == (56.0, now + 30, 20.0)
     # A page measuring 4 s after that: measured over those 4 s, the baseline is kept.
-    cpu, kept = capacity._cpu_since(later, 57.0, now + 34, created)
+    cpu, kept = bot_usage._cpu_since(later, 57.0, now + 34, created)
     assert cpu == 25.0 and kept[:2] == (56.0, now + 30)
     # Within a second of the baseline: the last figure again, not a lifetime average or 0.
-    cpu, _ = capacity._cpu_since(kept, 57.0, now + 30.5, created)
+    cpu, _ = bot_usage._cpu_since(kept, 57.0, now + 30.5, created)
     assert cpu == 25.0
 
 

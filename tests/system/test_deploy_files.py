@@ -13,14 +13,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+
+from config import yaml_io
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return yaml_io.load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_compose_has_every_service_and_volume(compose):
