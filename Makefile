@@ -53,15 +53,19 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
+# Two xdist workers: the real-bots world runs on one (grouped), everything else beside it.
+# The PostgreSQL pass runs the tests marked both_databases (what depends on the dialect).
+PYTEST := $(VENV)/bin/pytest -p no:cacheprovider -n 2
+
 test-sqlite: setup test-packages
-	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-postgres: setup test-packages
-	BTCW_TEST_DB=postgres $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	BTCW_TEST_DB=postgres $(PYTEST) $(PYTEST_ARGS)
 
 test: setup test-packages lint
-	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
-	BTCW_TEST_DB=postgres $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+	BTCW_TEST_DB=postgres $(PYTEST) $(PYTEST_ARGS)
 
 # Until the first release the schema is a single migration regenerated from the models.
 migration: $(VENV)/.installed

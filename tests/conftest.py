@@ -17,6 +17,27 @@ pytest_plugins = ["tests.bots"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse!1"
+# Fixtures of the real-bots world (tests/bots.py): a test that uses one runs on the xdist worker
+# that holds that world, so the simulator, supervisor and demo bots start once per run.
+BOTS_WORLD = {"bots_world", "bots_app", "bots_ctx", "bots_client", "bots_api_token", "simulator",
+              "supervisor_process", "bots_web", "demo_bots"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the bots world on one xdist worker; on the PostgreSQL pass keep only the tests
+    whose behaviour depends on the database dialect (marked `both_databases`)."""
+    postgres = os.environ.get("BTCW_TEST_DB") == "postgres"
+    kept, dropped = [], []
+    for item in items:
+        if postgres and not item.get_closest_marker("both_databases"):
+            dropped.append(item)
+            continue
+        if BOTS_WORLD & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("bots"))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -193,9 +214,10 @@ def live_server(app, user):
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser():
-    """Debian's headless Chromium through Playwright."""
+    """Debian's headless Chromium through Playwright: one per test session (each page a fresh
+    context)."""
     from tests.support.browser import chromium
 
     with chromium() as instance:

@@ -76,6 +76,7 @@ def test_sweep_scores_the_demo_bots(bots_ctx, demo_bots):
         assert _row(bot.id).last_processed_at is not None
 
 
+@pytest.mark.stall
 def test_bot_without_new_candles_stalls_and_recovers(bots_ctx, demo_bots, simulator,
                                                      short_stall_window):
     from app.extensions import db

@@ -18,6 +18,9 @@ from app.notifications.models import DeliveryAttempt, Notification, Notification
 from config.loader import ChannelSettings, NotificationSettings
 from tests.notifications.conftest import INBOX, FakeClock, http_channel, local, smtp_channel
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def run_due(clock) -> list[dispatcher.DeliveryResult]:
     """Deliver everything due at the clock's moment, as a worker would."""

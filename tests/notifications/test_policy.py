@@ -20,6 +20,9 @@ from app.notifications.policy import (
 from config.loader import NotificationSettings, TimeSlotSettings
 from tests.notifications.conftest import FakeClock, local
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 CHANNELS = [
     ChannelRef("inbox", "inbox", "inbox"),
     ChannelRef("sms", "sms_gateway", "sms"),

@@ -21,6 +21,9 @@ from app.notifications.models import DeliveryAttempt, NotificationDelivery
 from config import yaml_io
 from config.loader import load_settings
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

@@ -10,6 +10,9 @@ import pytest
 
 from tests.bots import make_strategy
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _limit(app, max_strategies: int):
     holder = app.extensions["btcw_settings"]

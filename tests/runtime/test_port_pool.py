@@ -9,6 +9,9 @@ import pytest
 
 from tests.bots import _free_port_range, make_strategy
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 HOST = "127.0.0.1"
 
 

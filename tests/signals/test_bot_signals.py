@@ -1,55 +1,51 @@
-"""A real FreqTrade bot (a demo strategy on the market simulator) emits signals that arrive
-through the webhook, are graded with that strategy's thresholds and appear on the live page."""
+"""A real FreqTrade bot on the market simulator emits signals that arrive through the webhook,
+are graded with that strategy's thresholds and appear on the live page.
+
+The bot runs Signal_At_Once (tests/data/strategies), which signals on its first analysis; the
+demo strategies' own signals are checked on simulated candles in tests/simulator."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 import websocket
 from sqlalchemy import func, select
 
 from app.extensions import db
+from app.runtime import control
 from app.signals.grading import Thresholds, grade
-from app.signals.ingest import STRATEGY_CACHE_SECONDS
 from app.signals.models import Signal
-from app.strategies.models import Strategy
+from tests.bots import DemoBot, discard_strategy, make_strategy
 
 pytestmark = pytest.mark.bots
 
-# The two demo bots signal every 3 minutes (median) on the simulator's 1m candles, but 6 % of
-# 5-minute windows have none; over three simulated days the longest gap was 11 minutes. The
-# wait ends at the first signal, so the bound costs nothing when the market is lively.
-WAIT_SECONDS = 900
-# Distinct thresholds per demo strategy, so a grade shows which strategy's were used.
-THRESHOLDS = {
-    "MA_Cross_BTC": Thresholds(0.9, 0.75, 0.5),
-    "RSI_ETH": Thresholds(0.7, 0.5, 0.36),
-}
+STRATEGY_SOURCE = Path(__file__).resolve().parents[1] / "data" / "strategies" / "Signal_At_Once.py"
+# Signal_At_Once signals (strength 0.9) on its first analysis: the wait ends seconds after the
+# bot starts. The bound covers a slow start on a busy machine.
+WAIT_SECONDS = 180
+# Thresholds of its own (the defaults would grade 0.9 strong): a grade shows they were used.
+THRESHOLDS = Thresholds(0.95, 0.85, 0.5)
 
 
 @pytest.fixture
-def demo_thresholds(bots_ctx, demo_bots):
-    """Set THRESHOLDS on the demo strategies for the test, then put the old ones back."""
-    saved = {}
-    for bot in demo_bots:
-        strategy = db.session.get(Strategy, bot.id)
-        saved[bot.id] = (strategy.strong_threshold, strategy.medium_threshold,
-                         strategy.weak_threshold)
-        new = THRESHOLDS[bot.strategy_class]
-        strategy.strong_threshold, strategy.medium_threshold, strategy.weak_threshold = new
-    db.session.commit()
-    time.sleep(STRATEGY_CACHE_SECONDS + 0.5)  # the web worker's strategy cache expires
-    yield {bot.id: THRESHOLDS[bot.strategy_class] for bot in demo_bots}
-    for strategy_id, (strong, medium, weak) in saved.items():
-        db.session.execute(db.update(Strategy).where(Strategy.id == strategy_id).values(
-            strong_threshold=strong, medium_threshold=medium, weak_threshold=weak))
-    db.session.commit()
+def signal_bot(bots_ctx, bots_world, demo_bots):
+    """A bot of Signal_At_Once on ETH/USDT, created for the test and started by it (started()),
+    stopped and deleted afterwards. The demo bots run beside it (bots_web receives webhooks)."""
+    shutil.copy(STRATEGY_SOURCE, bots_world.strategies_dir / STRATEGY_SOURCE.name)
+    strategy = make_strategy("signal-at-once", "Signal_At_Once", ("ETH/USDT",),
+                             strong_threshold=THRESHOLDS.strong,
+                             medium_threshold=THRESHOLDS.medium, weak_threshold=THRESHOLDS.weak)
+    bot = DemoBot(strategy.id, strategy.name, "Signal_At_Once", "ETH/USDT")
+    yield bot
+    discard_strategy(strategy.id)
 
 
-def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bots_ctx,
-                                                        bots_api_token, demo_thresholds):
+def test_bot_signals_arrive_graded_and_appear_live(bots_web, bots_ctx, bots_api_token,
+                                                   signal_bot):
     since_id = db.session.scalar(select(func.coalesce(func.max(Signal.id), 0)))
     db.session.rollback()
     browser = bots_web.login("botsadmin", "correct-horse!1")
@@ -59,6 +55,7 @@ def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bot
         timeout=30)
     live_ids: set[int] = set()
     mixin_signal = None
+    control.request_start(signal_bot.id)
     deadline = time.monotonic() + WAIT_SECONDS
     try:
         while time.monotonic() < deadline and mixin_signal is None:
@@ -71,7 +68,8 @@ def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bot
             live_ids |= new
             db.session.rollback()
             for signal in db.session.scalars(select(Signal).where(Signal.id.in_(new))):
-                if signal.message_type == "strategy_msg" and signal.action != "message":
+                if (signal.message_type == "strategy_msg" and signal.action != "message"
+                        and signal.strategy_id == signal_bot.id):
                     mixin_signal = signal
     finally:
         ws.close()
@@ -86,11 +84,11 @@ def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bot
         if all(s.published_at for s in signals) or time.monotonic() > marked_by:
             break
         time.sleep(0.1)
-    bot_ids = {bot.id for bot in demo_bots}
+    signals = [s for s in signals if s.strategy_id == signal_bot.id]  # demo bots run beside it
+    assert signals
     for signal in signals:
-        assert signal.strategy_id in bot_ids
         if signal.message_type in ("strategy_msg", "entry", "exit") and signal.action != "message":
-            expected = grade(signal.strength_raw, demo_thresholds[signal.strategy_id])
+            expected = grade(signal.strength_raw, THRESHOLDS)
             assert (signal.strength_level, signal.priority) == expected, (
                 f"signal {signal.id} of strategy {signal.strategy_id}: strength "
                 f"{signal.strength_raw} graded {signal.strength_level}")
@@ -108,8 +106,7 @@ def test_demo_bot_signals_arrive_graded_and_appear_live(bots_web, demo_bots, bot
                 assert {order.related_signal_id, mixin.related_signal_id} == {
                     None, order.id if mixin.related_signal_id else mixin.id}, (
                     f"signal {mixin.id} and its order {order.id} were not paired")
-    bot = next(b for b in demo_bots if b.id == mixin_signal.strategy_id)
-    assert mixin_signal.pair == bot.pair
+    assert mixin_signal.pair == signal_bot.pair
     assert mixin_signal.action in ("enter_long", "exit_long", "enter_short", "exit_short")
     assert mixin_signal.strength_raw is not None and 0 <= mixin_signal.strength_raw <= 1
     assert mixin_signal.indicators, "the mixin sends the strategy's indicators"

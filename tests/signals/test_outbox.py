@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -14,6 +15,9 @@ from app.extensions import db
 from app.signals import outbox
 from app.signals.models import Signal
 from tests.signals.conftest import entry_webhook, notify_job_ids, strategy_msg
+
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
 
 
 class Subscriber:

@@ -13,6 +13,9 @@ from app.signals.ingest import pairing_window, timeframe_seconds
 from app.signals.models import Signal
 from tests.signals.conftest import entry_webhook, notify_job_ids, strategy_msg
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def stored(signal_id: int) -> Signal:
     db.session.rollback()

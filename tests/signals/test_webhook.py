@@ -12,6 +12,9 @@ from app.extensions import db
 from app.signals.models import Signal
 from tests.signals.conftest import btcw_message, entry_webhook, strategy_msg
 
+# Depends on the database dialect: runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def stored(signal_id: int) -> Signal:
     db.session.rollback()
