@@ -53,7 +53,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-# Two xdist workers: the real-bots world runs on one (grouped), everything else beside it.
+# Two xdist workers: the real-bots world's files run on one (tests/conftest.py), the rest beside.
 # The PostgreSQL pass runs the tests marked both_databases (what depends on the dialect).
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider -n 2
 

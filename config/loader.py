@@ -7,16 +7,44 @@ A bad file raises ConfigError naming the file, the key and the problem.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import os
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 
 from config import yaml_io
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Strict field types (a quoted "5" is not a number, "yes" is not true) and no unknown keys.
+_STRICT = ConfigDict(extra="forbid")
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Port1024 = Annotated[StrictInt, Field(ge=1024, le=65535)]
+Percent = Annotated[StrictInt, Field(ge=0, le=100)]
+
+
+def dataclass(cls=None, /, **kwargs):
+    """A frozen settings dataclass that pydantic validates strictly."""
+    def wrap(c):
+        return with_config(_STRICT)(dataclasses.dataclass(frozen=True)(c))
+    return wrap if cls is None else wrap(cls)
+
 CONFIG_FILES = ("system", "notifications", "proxy")
 
 
@@ -32,117 +60,104 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------- system.yml
 
 
-@dataclass(frozen=True)
+@dataclass
 class MonitoringSettings:
-    system_status_interval: int = 30
-    strategy_status_interval: int = 30
-    gateway_health_interval: int = 60
-    capacity_interval: int = 300
-    proxy_health_interval: int = 3600
-    system_status_cache_ttl: int = 30
-    strategy_status_cache_ttl: int = 30
-    chart_data_cache_ttl: int = 600
-    capacity_history_days: int = 7
-    stall_minutes: int = 5
-    restart_stalled: bool = False
-    gateway_alert_below: int = 80
-    status_timeout: float = 6.0  # seconds per bot API call in the status sweep
-    status_concurrency: int = 64  # bots probed at once by the status sweep
+    system_status_interval: StrictInt = 30
+    strategy_status_interval: StrictInt = 30
+    gateway_health_interval: StrictInt = 60
+    capacity_interval: StrictInt = 300
+    system_status_cache_ttl: StrictInt = 30
+    strategy_status_cache_ttl: StrictInt = 30
+    capacity_history_days: StrictInt = 7
+    stall_minutes: StrictInt = 5
+    restart_stalled: StrictBool = False
+    gateway_alert_below: Percent = 80
+    # seconds per bot API call in the status sweep, and bots probed at once by it
+    status_timeout: Annotated[StrictFloat, Field(ge=0.1, le=60)] = 6.0
+    status_concurrency: Annotated[StrictInt, Field(ge=1, le=1000)] = 64
 
 
-@dataclass(frozen=True)
+@dataclass
 class PerformanceSettings:
-    db_pool_min_size: int = 5
-    db_pool_max_size: int = 20
-    db_command_timeout: int = 60
-    redis_max_connections: int = 20
-    redis_retry_attempts: int = 3
+    db_pool_min_size: StrictInt = 5
+    db_pool_max_size: StrictInt = 20
+    redis_max_connections: StrictInt = 20
 
 
-@dataclass(frozen=True)
+@dataclass
 class SecuritySettings:
-    session_expire_hours: int = 24
-    max_login_attempts: int = 5
-    lockout_duration_minutes: int = 30
-    min_password_length: int = 8
-    require_special_chars: bool = True
-    cors_origins: list[str] = field(default_factory=list)
+    session_expire_hours: StrictInt = 24
+    max_login_attempts: Annotated[StrictInt, Field(ge=1)] = 5
+    lockout_duration_minutes: StrictInt = 30
+    min_password_length: Annotated[StrictInt, Field(ge=1, le=128)] = 8
+    require_special_chars: StrictBool = True
+    cors_origins: list[StrictStr] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class BackupSettings:
-    auto_backup_enabled: bool = True
-    backup_interval_hours: int = 24
-    backup_retention_days: int = 90
-    backup_directory: str = "var/backups"
-
-
-@dataclass(frozen=True)
+@dataclass
 class FreqtradeSettings:
-    version: str = "2026.9"
-    config_directory: str = "var/bots"
-    strategies_directory: str = "user_data/strategies"
-    logs_directory: str = "var/logs"
-    data_directory: str = "var/freqtrade_data"
-    startup_timeout: int = 60
-    shutdown_timeout: int = 30
-    health_check_interval: int = 30
+    version: StrictStr = "2026.9"
+    config_directory: StrictStr = "var/bots"
+    strategies_directory: StrictStr = "user_data/strategies"
+    logs_directory: StrictStr = "var/logs"
+    startup_timeout: Annotated[StrictInt, Field(ge=1, le=3600)] = 60
+    shutdown_timeout: Annotated[StrictInt, Field(ge=1, le=3600)] = 30
+    health_check_interval: StrictInt = 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class CapacitySettings:
-    max_strategies: int = 999
-    port_range_start: int = 8081
-    port_range_end: int = 9080
-    alert_threshold: int = 80
+    max_strategies: Annotated[StrictInt, Field(ge=1, le=100_000)] = 999
+    port_range_start: Port1024 = 8081
+    port_range_end: Port1024 = 9080
+    alert_threshold: Percent = 80
 
 
-@dataclass(frozen=True)
+@dataclass
 class RuntimeSettings:
-    host: str = "127.0.0.1"
-    supervisor_check_interval: float = 1.0
-    max_crashes: int = 5
-    crash_window_minutes: int = 10
-    backoff_max_seconds: int = 60
-    launcher: str = "fork"  # fork (bots forked from a preloaded zygote) | subprocess
+    host: StrictStr = "127.0.0.1"
+    supervisor_check_interval: StrictFloat = 1.0
+    max_crashes: StrictInt = 5
+    crash_window_minutes: StrictInt = 10
+    backoff_max_seconds: StrictInt = 60
+    launcher: StrictStr = "fork"  # fork (bots forked from a preloaded zygote) | subprocess
 
 
-@dataclass(frozen=True)
+@dataclass
 class GatewaySettings:
-    host: str = "127.0.0.1"  # 0.0.0.0 to serve other machines (docker-compose does)
-    port: int = 8080
-    timeout: float = 10.0
-    connect_timeout: float = 2.0
-    route_cache_seconds: float = 5.0
-    workers: int = 2
+    host: StrictStr = "127.0.0.1"  # 0.0.0.0 to serve other machines (docker-compose does)
+    port: Port = 8080
+    timeout: StrictFloat = 10.0
+    connect_timeout: StrictFloat = 2.0
+    route_cache_seconds: StrictFloat = 5.0
+    workers: StrictInt = 2
 
 
-@dataclass(frozen=True)
+@dataclass
 class WebSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 2
-    public_url: str = "http://127.0.0.1:8000"
+    host: StrictStr = "127.0.0.1"
+    port: Port = 8000
+    workers: StrictInt = 2
+    public_url: StrictStr = "http://127.0.0.1:8000"
 
 
-@dataclass(frozen=True)
+@dataclass
 class SimulatorSettings:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9999
-    seed: int = 42
-    pairs: list[str] = field(
+    enabled: StrictBool = True
+    host: StrictStr = "127.0.0.1"
+    port: Port = 9999
+    seed: StrictInt = 42
+    pairs: list[StrictStr] = field(
         default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT"]
     )
-    replay: list[str] = field(default_factory=list)  # "PAIR=path/to.csv": replay real candles
+    replay: list[StrictStr] = field(default_factory=list)  # "PAIR=path/to.csv": replay real candles
 
 
-@dataclass(frozen=True)
+@dataclass
 class SystemSettings:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
-    backup: BackupSettings = field(default_factory=BackupSettings)
     freqtrade: FreqtradeSettings = field(default_factory=FreqtradeSettings)
     capacity: CapacitySettings = field(default_factory=CapacitySettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
@@ -154,19 +169,19 @@ class SystemSettings:
 # ---------------------------------------------------------------------- notifications.yml
 
 
-@dataclass(frozen=True)
+@dataclass
 class RateLimitSettings:
-    same_pair_interval: int = 300
-    global_max_per_minute: int = 5
-    batch_interval: int = 300
+    same_pair_interval: StrictInt = 300
+    global_max_per_minute: Annotated[StrictInt, Field(ge=1)] = 5
+    batch_interval: StrictInt = 300
 
 
-@dataclass(frozen=True)
+@dataclass
 class PrioritySettings:
-    name: str = ""
-    delay_seconds: int = 0  # the latest a notification of this priority goes out
-    channels: list[str] = field(default_factory=list)
-    digest: bool = False  # held and sent in the next digest instead of one by one
+    name: StrictStr = ""
+    delay_seconds: StrictInt = 0  # the latest a notification of this priority goes out
+    channels: list[StrictStr] = field(default_factory=list)
+    digest: StrictBool = False  # held and sent in the next digest instead of one by one
 
 
 def _default_priorities() -> dict[str, PrioritySettings]:
@@ -177,12 +192,12 @@ def _default_priorities() -> dict[str, PrioritySettings]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class TimeSlotSettings:
-    start_time: str = "09:00"
-    end_time: str = "18:00"
-    enabled_priorities: list[str] = field(default_factory=list)
-    enabled_channels: list[str] = field(default_factory=list)
+    start_time: StrictStr = "09:00"
+    end_time: StrictStr = "18:00"
+    enabled_priorities: list[StrictStr] = field(default_factory=list)
+    enabled_channels: list[StrictStr] = field(default_factory=list)
 
 
 def _default_time_slots() -> dict[str, TimeSlotSettings]:
@@ -192,13 +207,12 @@ def _default_time_slots() -> dict[str, TimeSlotSettings]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class TemplateSettings:
-    signal_template: str = "simple"
-    custom_template: str = ""
-    include_indicators: bool = True
-    include_chart_link: bool = True
-    include_chart_screenshot: bool = False
+    signal_template: StrictStr = "simple"
+    custom_template: StrictStr = ""
+    include_indicators: StrictBool = True
+    include_chart_link: StrictBool = True
 
 
 # Channel types: type -> (family, required keys, optional keys). A family ("sms", "wechat", ...)
@@ -225,38 +239,38 @@ CHANNEL_TYPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 CHANNEL_FAMILIES = tuple(sorted({family for family, _, _ in CHANNEL_TYPES.values()}))
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChannelSettings:
     """One notification channel; which keys apply depends on `type` (CHANNEL_TYPES)."""
 
-    type: str = "inbox"
-    enabled: bool = True
-    timeout: float = 10.0  # seconds per request
-    max_attempts: int = 5  # sends tried before the delivery is marked failed
-    retry_backoff: float = 5.0  # seconds before the 2nd attempt, doubled each time (max 300)
-    verify_tls: bool = True  # check the server's certificate (https, SMTP TLS)
-    base_url: str = ""  # replaces the scheme and host of the vendor URL (relays, tests)
-    webhook_url: str = ""
-    secret: str = ""  # signing secret (feishu, lark, dingtalk, webhook)
-    bot_token: str = ""
-    chat_id: str = ""
-    corp_id: str = ""
-    corp_secret: str = ""
-    agent_id: int = 0
-    to_user: str = "@all"
-    host: str = ""
-    port: int = 0  # 0: 587 for starttls, 465 for ssl, 25 for none
-    security: str = "starttls"  # starttls | ssl | none
-    username: str = ""
-    password: str = ""
-    from_addr: str = ""
-    to: list[str] = field(default_factory=list)
-    urls: list[str] = field(default_factory=list)  # apprise URLs
-    url: str = ""  # generic SMS gateway endpoint (may use {{ to }} / {{ message }})
-    method: str = "POST"
-    headers: dict[str, str] = field(default_factory=dict)
-    body_template: str = ""
-    content_type: str = "application/json"
+    type: StrictStr = "inbox"
+    enabled: StrictBool = True
+    timeout: StrictFloat = 10.0  # seconds per request
+    max_attempts: StrictInt = 5  # sends tried before the delivery is marked failed
+    retry_backoff: StrictFloat = 5.0  # seconds before the 2nd attempt, doubled each time (max 300)
+    verify_tls: StrictBool = True  # check the server's certificate (https, SMTP TLS)
+    base_url: StrictStr = ""  # replaces the scheme and host of the vendor URL (relays, tests)
+    webhook_url: StrictStr = ""
+    secret: StrictStr = ""  # signing secret (feishu, lark, dingtalk, webhook)
+    bot_token: StrictStr = ""
+    chat_id: StrictStr = ""
+    corp_id: StrictStr = ""
+    corp_secret: StrictStr = ""
+    agent_id: StrictInt = 0
+    to_user: StrictStr = "@all"
+    host: StrictStr = ""
+    port: StrictInt = 0  # 0: 587 for starttls, 465 for ssl, 25 for none
+    security: StrictStr = "starttls"  # starttls | ssl | none
+    username: StrictStr = ""
+    password: StrictStr = ""
+    from_addr: StrictStr = ""
+    to: list[StrictStr] = field(default_factory=list)
+    urls: list[StrictStr] = field(default_factory=list)  # apprise URLs
+    url: StrictStr = ""  # generic SMS gateway endpoint (may use {{ to }} / {{ message }})
+    method: StrictStr = "POST"
+    headers: dict[str, StrictStr] = field(default_factory=dict)
+    body_template: StrictStr = ""
+    content_type: StrictStr = "application/json"
 
     @property
     def family(self) -> str:
@@ -268,9 +282,9 @@ def _default_channels() -> dict[str, ChannelSettings]:
     return {"inbox": ChannelSettings(type="inbox")}
 
 
-@dataclass(frozen=True)
+@dataclass
 class NotificationSettings:
-    timezone: str = "Asia/Shanghai"
+    timezone: StrictStr = "Asia/Shanghai"
     rate_limiting: RateLimitSettings = field(default_factory=RateLimitSettings)
     priorities: dict[str, PrioritySettings] = field(default_factory=_default_priorities)
     time_slots: dict[str, TimeSlotSettings] = field(default_factory=_default_time_slots)
@@ -281,129 +295,107 @@ class NotificationSettings:
 # ------------------------------------------------------------------------------ proxy.yml
 
 
-@dataclass(frozen=True)
-class ProxyHealthSettings:
-    success_rate_threshold: int = 90
-    max_latency_ms: int = 500
-    max_consecutive_failures: int = 3
-    test_url: str = "https://api.binance.com/api/v3/ping"
-
-
-@dataclass(frozen=True)
-class ProxyFailoverSettings:
-    enable_direct_connection: bool = True
-    auto_recovery_check_interval: int = 600
-    recovery_success_count: int = 3
-
-
-@dataclass(frozen=True)
-class ProxyMonitoringSettings:
-    metrics_retention_hours: int = 24
-    alert_on_degradation: bool = True
-    latency_spike_threshold: int = 200
-
-
-@dataclass(frozen=True)
+@dataclass
 class ProxySettings:
-    health_check: ProxyHealthSettings = field(default_factory=ProxyHealthSettings)
-    failover: ProxyFailoverSettings = field(default_factory=ProxyFailoverSettings)
-    monitoring: ProxyMonitoringSettings = field(default_factory=ProxyMonitoringSettings)
+    """proxy.yml: no live keys yet (proxies and their health checks are not built)."""
 
 
 # ----------------------------------------------------------------------------- the whole
 
 
-@dataclass(frozen=True)
+@dataclass
 class Settings:
     """All three files, validated; `sources` says which file each part came from."""
 
     system: SystemSettings = field(default_factory=SystemSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
-    config_dir: str = ""
+    config_dir: StrictStr = ""
     raw: dict[str, dict] = field(default_factory=dict)
 
 
-# Extra checks beyond the type: (section path, key) -> (predicate, message)
-_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "system.capacity.max_strategies": (lambda v: 1 <= v <= 100_000, "must be 1..100000"),
-    "system.capacity.port_range_start": (lambda v: 1024 <= v <= 65535, "must be 1024..65535"),
-    "system.capacity.port_range_end": (lambda v: 1024 <= v <= 65535, "must be 1024..65535"),
-    "system.capacity.alert_threshold": (lambda v: 0 <= v <= 100, "must be 0..100"),
-    "system.gateway.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
-    "system.web.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
-    "system.simulator.port": (lambda v: 1 <= v <= 65535, "must be 1..65535"),
-    "system.freqtrade.startup_timeout": (lambda v: 1 <= v <= 3600, "must be 1..3600 seconds"),
-    "system.freqtrade.shutdown_timeout": (lambda v: 1 <= v <= 3600, "must be 1..3600 seconds"),
-    "system.security.min_password_length": (lambda v: 1 <= v <= 128, "must be 1..128"),
-    "system.security.max_login_attempts": (lambda v: v >= 1, "must be at least 1"),
-    "system.monitoring.gateway_alert_below": (lambda v: 0 <= v <= 100, "must be 0..100"),
-    "system.monitoring.status_timeout": (lambda v: 0.1 <= v <= 60, "must be 0.1..60 seconds"),
-    "system.monitoring.status_concurrency": (lambda v: 1 <= v <= 1000, "must be 1..1000"),
-    "notifications.rate_limiting.global_max_per_minute": (lambda v: v >= 1, "must be >= 1"),
-    "proxy.health_check.success_rate_threshold": (lambda v: 0 <= v <= 100, "must be 0..100"),
-}
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Keys an earlier release read that do nothing now: a file that still has them loads, with a
+# warning in the log, instead of failing on an unknown key.
+RETIRED_KEYS = frozenset({
+    "system.monitoring.proxy_health_interval", "system.monitoring.chart_data_cache_ttl",
+    "system.performance.db_command_timeout", "system.performance.redis_retry_attempts",
+    "system.backup", "system.freqtrade.data_directory",
+    "notifications.templates.include_chart_screenshot",
+    "proxy.health_check", "proxy.failover", "proxy.monitoring",
+})
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
+def _drop_retired_and_empty(data: Any, path: str) -> Any:
+    """The file's data without retired keys (logged) and empty values (they keep the default)."""
+    if not isinstance(data, dict):
+        return data
+    kept = {}
+    for k, v in data.items():
+        key = f"{path}.{k}"
+        if key in RETIRED_KEYS:
+            log.warning("config: %s is no longer used and is ignored; remove it", key)
+        elif v is not None:
+            kept[k] = _drop_retired_and_empty(v, key)
+    return kept
 
 
-def _convert(value: Any, tp: Any, file: str, key: str) -> Any:
-    """Convert one YAML value to the annotated type, or raise ConfigError naming the key."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(file, key, f"must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, file, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(file, key, f"must be a list, got {type(value).__name__}")
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, file, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(file, key, f"must be a mapping, got {type(value).__name__}")
-        _, val_tp = typing.get_args(tp)
-        return {str(k): _convert(v, val_tp, file, f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(file, key, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(file, key, f"must be a whole number, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(file, key, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(file, key, f"must be text, got {value!r}")
-        return value
-    raise ConfigError(file, key, f"unsupported type {_type_name(tp)}")  # pragma: no cover
+def _problem(error: dict, low: float | None, high: float | None) -> str:
+    """Today's wording of one pydantic error: what the value must be, and what it was."""
+    kind, value = error["type"], error.get("input")
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return "unknown key"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        if low is not None and high is not None:
+            return f"must be {low:g}..{high:g}, got {value!r}"
+        return f"must be at least {low:g}, got {value!r}"
+    wanted = {
+        "int_type": "a whole number", "int_from_float": "a whole number",
+        "float_type": "a number", "bool_type": "true or false", "string_type": "text",
+    }.get(kind)
+    if wanted:
+        return f"must be {wanted}, got {value!r}"
+    if kind == "list_type":
+        return f"must be a list, got {type(value).__name__}"
+    if kind in ("dict_type", "dataclass_type", "dataclass_exact_type", "model_type"):
+        return f"must be a mapping, got {type(value).__name__}"
+    return error["msg"]
+
+
+def _bounds(cls: type, loc: tuple) -> tuple[float | None, float | None]:
+    """(ge, le) of the field a pydantic error location points at."""
+    tp: Any = cls
+    for part in loc:
+        if dataclasses.is_dataclass(tp) and isinstance(part, str):
+            tp = typing.get_type_hints(tp, include_extras=True).get(part)
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None, None
+    low = high = None
+    for constraint in getattr(tp, "__metadata__", ()):
+        for item in getattr(constraint, "metadata", [constraint]):
+            low = getattr(item, "ge", low)
+            high = getattr(item, "le", high)
+    return low, high
 
 
 def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names or k in ("config_dir", "raw"):
-            raise ConfigError(file, key, "unknown key")
-        if v is None:
-            continue  # an empty value keeps the default
-        converted = _convert(v, hints[k], file, key)
-        check = _RANGES.get(key)
-        if check and not check[0](converted):
-            raise ConfigError(file, key, f"{check[1]}, got {v!r}")
-        kwargs[k] = converted
-    return cls(**kwargs)
+    """Validate one file's block with pydantic (strict types, no unknown keys, ranges) into the
+    frozen dataclass `cls`; the first problem as a ConfigError naming file and key."""
+    try:
+        return _adapter(cls).validate_python(_drop_retired_and_empty(data, prefix))
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = error["loc"]
+        key = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                               for part in loc)
+        raise ConfigError(file, key, _problem(error, *_bounds(cls, loc))) from None
+
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
 def _read_yaml(path: Path) -> dict:

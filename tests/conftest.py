@@ -17,26 +17,44 @@ pytest_plugins = ["tests.bots"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse!1"
-# Fixtures of the real-bots world (tests/bots.py): a test that uses one runs on the xdist worker
-# that holds that world, so the simulator, supervisor and demo bots start once per run.
+# Fixtures of the real-bots world (tests/bots.py) and the files whose tests use them. Those files
+# run on one xdist worker (BotsWorldScheduling), so the simulator, supervisor and demo bots start
+# once per run; collection fails if a test elsewhere uses the world.
 BOTS_WORLD = {"bots_world", "bots_app", "bots_ctx", "bots_client", "bots_api_token", "simulator",
               "supervisor_process", "bots_web", "demo_bots"}
+BOTS_FILES = {
+    "tests/gateway/test_auth.py", "tests/gateway/test_gunicorn.py", "tests/gateway/test_proxy.py",
+    "tests/gateway/test_routes.py", "tests/monitoring/test_bots.py",
+    "tests/notifications/test_end_to_end.py", "tests/runtime/test_bots.py",
+    "tests/signals/test_bot_signals.py", "tests/strategies/test_bots.py",
+}
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Every test on its own, except the bots world's files: one scope, one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BotsWorldScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "bots-world" if _file_of(nodeid) in BOTS_FILES else nodeid
+
+    return BotsWorldScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Group the bots world on one xdist worker; on the PostgreSQL pass keep only the tests
-    whose behaviour depends on the database dialect (marked `both_databases`)."""
-    postgres = os.environ.get("BTCW_TEST_DB") == "postgres"
-    kept, dropped = [], []
+    """Keep BOTS_FILES true; on the PostgreSQL pass keep only the tests whose behaviour depends
+    on the database dialect (marked `both_databases`)."""
     for item in items:
-        if postgres and not item.get_closest_marker("both_databases"):
-            dropped.append(item)
-            continue
-        if BOTS_WORLD & set(item.fixturenames):
-            item.add_marker(pytest.mark.xdist_group("bots"))
-        kept.append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
+        if BOTS_WORLD & set(item.fixturenames) and _file_of(item.nodeid) not in BOTS_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses the bots world: add its file to "
+                                    "BOTS_FILES in tests/conftest.py")
+    if os.environ.get("BTCW_TEST_DB") == "postgres":
+        kept = [item for item in items if item.get_closest_marker("both_databases")]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
 
 

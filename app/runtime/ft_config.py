@@ -1,8 +1,9 @@
 """The FreqTrade configuration of one bot, built from plain values (no database, no Flask).
 
 ``build_bot_config`` returns the dict; ``write_bot_config`` stores it atomically with mode 0600
-(it holds the bot's API password and JWT secret). Facts this relies on are in
-``/work/shared/FREQTRADE_NOTES.md`` and were checked against freqtrade 2026.9:
+(it holds the bot's API password and JWT secret). The facts this relies on were checked against
+FreqTrade 2026.9's own source (``freqtrade/rpc/webhook.py``, ``freqtrade/rpc/api_server/``,
+``freqtrade/configuration/config_schema.py``):
 
 * every bot is a dry run that starts trading at once, with its REST API on loopback;
 * the webhook sends one JSON object per message type, built only from the placeholders FreqTrade

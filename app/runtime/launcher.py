@@ -61,6 +61,9 @@ LOG_CONFIG = {
 }
 
 
+# Seconds the fork launcher keeps asking a busy zygote how a bot ended.
+EXIT_CODE_WAIT = 10.0
+
 class LaunchError(RuntimeError):
     """A bot did not come up; `message` is FreqTrade's own reason when it gave one."""
 
@@ -752,19 +755,30 @@ class ForkLauncher(SubprocessLauncher):
             return pid in self._children
 
     def exit_code(self, pid: int) -> int | None:
-        """Exit status of a bot: from the zygote that reaped it (None if it cannot tell)."""
+        """Exit status of a bot: from the zygote that reaped it (None if it cannot tell).
+
+        How a bot died matters (SIGKILL is what the kernel's out-of-memory killer sends), so a
+        zygote that is busy (a launch in progress, a loaded machine) is asked again until
+        EXIT_CODE_WAIT has passed; only a pid the zygote does not know ends the wait early.
+        """
         if self._is_subprocess(pid):
             return super().exit_code(pid)
-        code = None
-        try:
-            answer = zygote.request(self.socket_path, {"op": "status", "pids": [pid]},
-                                    timeout=3.0)
-            code = (answer.get("pids") or {}).get(str(pid), {}).get("code")
-        except zygote.ZygoteError:
-            pass
-        if code is None:
-            code = self._reap_orphan(pid)
-        return code
+        deadline = time.monotonic() + EXIT_CODE_WAIT
+        while True:
+            state = "no answer"
+            try:
+                answer = zygote.request(self.socket_path, {"op": "status", "pids": [pid]},
+                                        timeout=3.0)
+                entry = (answer.get("pids") or {}).get(str(pid), {})
+                state = entry.get("state") or "unknown"
+                if entry.get("code") is not None:
+                    return entry["code"]
+            except zygote.ZygoteError:
+                pass
+            if state == "unknown" or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        return self._reap_orphan(pid)
 
     def _reap_orphan(self, pid: int) -> int | None:
         """Exit code of a bot whose zygote died and which was re-parented to us (we are init,

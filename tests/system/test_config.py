@@ -26,7 +26,19 @@ def test_shipped_files_load_with_design_defaults(folder):
     assert s.system.capacity.max_strategies == 999
     assert s.notifications.priorities["P2"].channels == ["email"]
     assert s.notifications.time_slots["rest_hours"].enabled_channels == ["sms"]
-    assert s.proxy.health_check.max_latency_ms == 500
+    assert s.system.gateway.port == 8080 and s.system.web.port == 8000
+
+
+def test_a_retired_key_is_ignored_with_a_warning(folder, caplog):
+    _write(folder, "system.yml", "system:\n  performance:\n    db_command_timeout: 60\n"
+                                 "  backup:\n    backup_retention_days: 90\n")
+    _write(folder, "proxy.yml", "proxy:\n  health_check:\n    max_latency_ms: 500\n")
+    with caplog.at_level("WARNING", logger="config.loader"):
+        s = load_settings(folder)
+    assert s.system.performance.db_pool_max_size == 20
+    warned = caplog.text
+    for key in ("system.performance.db_command_timeout", "system.backup", "proxy.health_check"):
+        assert f"{key} is no longer used and is ignored" in warned
 
 
 def test_missing_files_mean_defaults(tmp_path):
@@ -50,8 +62,8 @@ def _write(folder: Path, name: str, text: str) -> None:
          "      start_time: '25:00'\n", "notifications.time_slots.work_hours.start_time", "HH:MM"),
         ("notifications.yml", "notifications:\n  timezone: Mars/Olympus\n",
          "notifications.timezone", "unknown time zone"),
-        ("proxy.yml", "proxy:\n  health_check:\n    max_latency_ms: [1]\n",
-         "proxy.health_check.max_latency_ms", "whole number"),
+        ("system.yml", "system:\n  gateway:\n    workers: [1]\n",
+         "system.gateway.workers", "whole number"),
         ("system.yml", "system:\n  security:\n    require_special_chars: 'yes'\n",
          "system.security.require_special_chars", "true or false"),
     ],
