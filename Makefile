@@ -40,13 +40,7 @@ test-packages: system-packages
 	fi
 
 run: setup
-	@$(FLASK) db upgrade || { \
-		echo ""; \
-		echo "flask db upgrade failed. Until the first release the schema is one migration that is"; \
-		echo "regenerated when the models change, so a database made by an older checkout cannot be"; \
-		echo "upgraded ('Can't locate revision'). Move $${BTCW_VAR_DIR:-var}/btcw.db aside (or point"; \
-		echo "DATABASE_URL or BTCW_VAR_DIR elsewhere) and run make run again."; \
-		exit 1; }
+	$(FLASK) db upgrade
 	$(FLASK) up
 
 lint: $(VENV)/.installed
@@ -67,9 +61,11 @@ test: setup test-packages lint
 	$(PYTEST) $(PYTEST_ARGS)
 	BTCW_TEST_DB=postgres $(PYTEST) $(PYTEST_ARGS)
 
-# Until the first release the schema is a single migration regenerated from the models.
+# The schema is released: every model change gets a new revision (make migration MSG="what").
 migration: $(VENV)/.installed
-	./scripts/regenerate-migration.sh
+	@test -n "$(MSG)" || { echo 'say what changed: make migration MSG="add proxy groups"'; exit 1; }
+	tmp=$$(mktemp -d) && BTCW_VAR_DIR=$$tmp $(FLASK) db upgrade && \
+		BTCW_VAR_DIR=$$tmp $(FLASK) db migrate -m "$(MSG)"; rm -rf "$$tmp"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -145,6 +145,7 @@ def make_world(base: Path, database_url: str | None, redis_url: str,
     section["capacity"].update(port_range_start=world.port_start, port_range_end=world.port_end)
     section["simulator"].update(port=world.simulator_port, host="127.0.0.1")
     section["web"]["public_url"] = world.public_url
+    section["gateway"]["port"] = free_port()  # never a `make run` gateway on the default port
     section["freqtrade"].update(strategies_directory=str(strategies), startup_timeout=90,
                                 shutdown_timeout=15)
     section["runtime"]["host"] = SUPERVISOR_HOST

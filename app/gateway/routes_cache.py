@@ -25,6 +25,10 @@ from functools import lru_cache
 
 from sqlalchemy import select
 
+from app.extensions import db, redis_store
+from app.runtime.supervisor import EVENTS_CHANNEL
+from app.strategies.models import Strategy
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "btcw:routes"
@@ -43,8 +47,6 @@ def publish_route_change(strategy_id: int | str = RELOAD_ALL, redis_client=None)
     """
     try:
         if redis_client is None:
-            from app.extensions import redis_store
-
             redis_client = redis_store.client
         redis_client.publish(CHANNEL, str(strategy_id))
         return True
@@ -116,9 +118,6 @@ def mask(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
 
 def load_routes() -> dict[int, Route]:
     """Every strategy that is not deleted, as Routes (needs an app context)."""
-    from app.extensions import db
-    from app.strategies.models import Strategy
-
     rows = db.session.execute(
         select(Strategy.id, Strategy.name, Strategy.status, Strategy.host, Strategy.port,
                Strategy.api_username, Strategy.api_password, Strategy.ws_token,
@@ -238,8 +237,6 @@ class RouteTable:
 
     def _write_fingerprint(self) -> None:
         try:
-            from app.extensions import redis_store
-
             redis_store.client.set(worker_key(), fingerprint(self.routes), ex=FINGERPRINT_TTL)
             self._fingerprint_at = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - best effort, only the drift check reads it
@@ -263,16 +260,12 @@ class RouteTable:
     def _forget_fingerprint(self) -> None:
         """On exit: this worker's table no longer exists (the drift check must not see it)."""
         try:
-            from app.extensions import redis_store
-
             redis_store.client.delete(worker_key())
         except Exception:  # noqa: BLE001, S110 - best effort at shutdown
             pass
 
     def _listen(self) -> None:
         """Reload on every message on btcw:routes; reconnect with backoff if Redis goes away."""
-        from app.extensions import redis_store
-
         backoff = 0.5
         while not self._stop.is_set():
             pubsub = None
@@ -306,10 +299,6 @@ class RouteTable:
 
 def _channels() -> tuple[str, ...]:
     """The channels whose messages mean "routes may have changed"."""
-    try:
-        from app.runtime.supervisor import EVENTS_CHANNEL
-    except ImportError:  # pragma: no cover - the runtime is part of every install
-        return (CHANNEL,)
     return (CHANNEL, EVENTS_CHANNEL)
 
 

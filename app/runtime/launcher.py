@@ -265,6 +265,9 @@ class SubprocessLauncher(Launcher):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("FREQTRADE__", "PYTEST_"))}
         env["PYTHONUNBUFFERED"] = "1"
+        # FreqTrade logs through rich, which wraps at the terminal width (80 without one): a
+        # wide console keeps each log record on one line in console.log and on the logs page.
+        env["COLUMNS"] = "400"
         if strategy_id is not None:
             env["BTCW_STRATEGY_ID"] = str(int(strategy_id))
         return env

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from app.gateway.service import check_drift
+
 
 def check_routes() -> dict:
     """Compare routes with the live bots and the gateway workers; repair and log any drift."""
-    from app.gateway.service import check_drift
-
     report = check_drift()
     return {"routes": report["routes"], "problems": len(report["problems"]),
             "stale_workers": len(report["stale_workers"]),

@@ -11,6 +11,10 @@ import logging
 import time
 
 from app.clock import utcnow
+from app.extensions import db
+from app.notifications import dispatcher, service
+from app.notifications.models import NotificationDelivery
+from app.system.settings import refresh_if_changed
 
 log = logging.getLogger(__name__)
 QUEUE = "notifications"
@@ -18,15 +22,12 @@ EARLY_TOLERANCE_SECONDS = 5.0
 
 
 def _current_config() -> None:
-    from app.system.settings import refresh_if_changed
-
     refresh_if_changed()
 
 
 def notify_signal(signal_id: int) -> int | None:
     """Decide and store the notification of a graded signal; the notification id or None."""
     _current_config()
-    from app.notifications import service
 
     notification = service.notify_signal(signal_id)
     return notification.id if notification else None
@@ -35,7 +36,6 @@ def notify_signal(signal_id: int) -> int | None:
 def notify_alert(alert_id: int) -> int:
     """Decide and store the notification of a system alert; the notification id."""
     _current_config()
-    from app.notifications import service
 
     return service.notify_alert(alert_id).id
 
@@ -43,9 +43,6 @@ def notify_alert(alert_id: int) -> int:
 def deliver(delivery_id: int) -> str:
     """Send one delivery once; schedule the next attempt when it is to be retried."""
     _current_config()
-    from app.extensions import db
-    from app.notifications import dispatcher
-    from app.notifications.models import NotificationDelivery
 
     result = dispatcher.deliver(delivery_id)
     if result.outcome == "skipped" and result.retry_at is not None:
@@ -62,7 +59,6 @@ def deliver(delivery_id: int) -> str:
 def send_digests() -> int:
     """Send one digest per channel of what was batched; how many digests."""
     _current_config()
-    from app.notifications import service
 
     return len(service.send_digests())
 
@@ -70,6 +66,5 @@ def send_digests() -> int:
 def deliver_due() -> int:
     """Hand on queued deliveries that no job holds (P1 deadline, retries, interruptions)."""
     _current_config()
-    from app.notifications import service
 
     return service.deliver_due()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from app.signals.outbox import sweep
+
 
 def sweep_outbox() -> dict:
     """Publish and hand on the signals a Redis outage left in the outbox (each exactly once)."""
-    from app.signals.outbox import sweep
-
     result = sweep()
     return {"published": result.published, "handed_on": result.handed_on, "error": result.error}

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from app.gateway.routes_cache import CHANNEL, FINGERPRINT_PREFIX, publish_route_change
+from config.loader import load_settings
 from tests.gateway.conftest import route
 from tests.gateway.fakes import json_bot
 from tests.support.servers import free_port
@@ -128,12 +129,13 @@ def test_strategies_status_fetches_every_bot(gw, bots_app, gateway_app, demo_bot
     assert took < 3
 
 
-def test_gateway_health_counts_healthy_bots(gw, bots_app, gateway_app, demo_bots, user_auth):
+def test_gateway_health_counts_healthy_bots(gw, bots_app, gateway_app, demo_bots, user_auth,
+                                           gateway_config_dir):
     healthy = gw.get("/api/gateway/health", headers=user_auth).get_json()
     assert healthy["healthy_strategies"] == healthy["total_strategies"] >= len(demo_bots)
     assert healthy["health_score"] == 100.0 and healthy["status"] == "healthy"
     assert healthy["routes_loaded"] == healthy["total_strategies"]
-    assert healthy["gateway_port"] == 8080
+    assert healthy["gateway_port"] == load_settings(gateway_config_dir).system.gateway.port
     with route(bots_app, gateway_app, "gw-health-dead", port=free_port()) as dead:
         body = gw.get("/api/gateway/health", headers=user_auth).get_json()
     total = healthy["total_strategies"] + 1

@@ -24,8 +24,12 @@ def rq_worker(app, app_config):
     while not Worker.all(connection=redis_store.client) and time.monotonic() < deadline:
         time.sleep(0.1)
     yield proc
-    proc.terminate()
-    proc.wait(10)
+    proc.terminate()  # a warm shutdown; an idle worker blocked in Redis may need the kill
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_health_ok_with_everything_up(client, rq_worker):
