@@ -17,12 +17,15 @@ def _lint(tree: Path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def _copy(tmp_path: Path) -> Path:
+def _lint_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the tree where `module` (a path under app/) ends with `line`."""
     for name in ("app", "config"):
         shutil.copytree(ROOT / name, tmp_path / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    return tmp_path
+    with (tmp_path / "app" / module).open("a") as fh:
+        fh.write(f"\n{line}  # noqa: E402,F401\n")
+    return _lint(tmp_path)
 
 
 def test_the_import_contracts_are_kept():
@@ -32,19 +35,13 @@ def test_the_import_contracts_are_kept():
 
 
 def test_a_service_importing_a_routes_module_breaks_the_contract(tmp_path):
-    tree = _copy(tmp_path)
-    with (tree / "app" / "signals" / "service.py").open("a") as fh:
-        fh.write("\nimport app.signals.routes  # noqa: E402,F401\n")
-    result = _lint(tree)
+    result = _lint_with(tmp_path, "signals/service.py", "import app.signals.routes")
     assert result.returncode != 0
     assert "app.signals.service is not allowed to import app.signals.routes" in result.stdout
 
 
 def test_a_model_importing_a_service_breaks_the_contract(tmp_path):
-    tree = _copy(tmp_path)
-    with (tree / "app" / "signals" / "models.py").open("a") as fh:
-        fh.write("\nimport app.strategies.service  # noqa: E402,F401\n")
-    result = _lint(tree)
+    result = _lint_with(tmp_path, "signals/models.py", "import app.strategies.service")
     assert result.returncode != 0
     assert "Foundations import no domain logic BROKEN" in result.stdout
 
