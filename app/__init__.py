@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
 
 from config.loader import PROJECT_ROOT, load_settings
 
@@ -88,6 +89,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cur.close()
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:…>` in every route: a whole number the database can hold (1 … 2**63 - 1), so a
+    larger one is a 404 like any unknown id, never a 500 from the driver."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
 def import_models() -> None:
     """Import every domain's models so metadata (and migrations) see the whole schema."""
     from app.auth import models as _auth  # noqa: F401
@@ -104,6 +114,7 @@ def _init_common(app: Flask) -> None:
     from app.extensions import db, migrate, redis_store
     from app.system.settings import SettingsHolder
 
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.extensions["btcw_settings"] = SettingsHolder(app.config["BTCW_SETTINGS"])
     import_models()
     db.init_app(app)

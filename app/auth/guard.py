@@ -9,7 +9,7 @@ from flask import Flask, abort, current_app, g, redirect, request, session, url_
 from htmx_flask import make_response
 
 from app.auth import service
-from app.errors import wants_json
+from app.errors import is_websocket, wants_json
 from app.extensions import csrf
 from app.system.settings import refresh_if_changed
 
@@ -71,8 +71,10 @@ def _reject_nul_bytes() -> None:
 def _guard():
     g.current_user, g.auth_method = None, None
     _reject_nul_bytes()
-    view = request.endpoint and request.url_rule and _view(request.endpoint)
-    if request.endpoint == "static" or (view and getattr(view, "btcw_public", False)):
+    if request.url_rule is None and not is_websocket():
+        return None  # no such route: the 404 (or 405) says so, whoever asks
+    view = _view(request.endpoint)
+    if request.endpoint == "static" or getattr(view, "btcw_public", False):
         return None
     user, how = identify()
     if user is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ MB = 1024 ** 2
 MAX_TREND_POINTS = 500
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
+
+
 class ThresholdError(AppError):
     """An alert threshold that is not a number from 0 to 100."""
 
@@ -67,11 +71,10 @@ def parse_threshold(raw) -> float:
     if isinstance(raw, bool) or raw is None or raw == "":
         raise ThresholdError("Threshold is required: a number from 0 to 100.")
     if isinstance(raw, str):
-        try:
-            raw = float(raw.strip())
-        except ValueError:
-            raise ThresholdError(
-                f"Threshold must be a number from 0 to 100, got {raw!r}.") from None
+        # Plain ASCII decimals only: Python's float() also takes "1_0", "١٠" and "inf".
+        if not _DECIMAL.fullmatch(raw.strip()):
+            raise ThresholdError(f"Threshold must be a number from 0 to 100, got {raw[:40]!r}.")
+        raw = float(raw.strip())
     if not isinstance(raw, int | float) or math.isnan(raw) or math.isinf(raw):
         raise ThresholdError(f"Threshold must be a number from 0 to 100, got {raw!r}.")
     if not 0 <= raw <= 100:

@@ -28,6 +28,9 @@ from app.monitoring.models import Alert, MetricSample
     ({}, "is required"),
     ({"threshold": [80]}, "must be a number"),
     ({"threshold": "NaN"}, "must be a number"),
+    ({"threshold": "1_0"}, "must be a number from 0 to 100, got '1_0'"),
+    ({"threshold": "\u0661\u0660"}, "must be a number from 0 to 100"),
+    ({"threshold": "1e1"}, "must be a number from 0 to 100, got '1e1'"),
 ])
 def test_bad_threshold_is_400_with_the_reason(client, api_token, body, reason):
     response = client.post("/api/v1/system/capacity/alert-threshold", json=body,

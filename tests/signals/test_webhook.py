@@ -333,7 +333,7 @@ def test_wrong_missing_or_foreign_token_is_401(make_strategy, post_webhook, sign
     assert signal_count() == 0
 
 
-def test_unknown_or_deleted_strategy_is_404(make_strategy, post_webhook, signal_count):
+def test_unknown_or_deleted_strategy_is_404(make_strategy, post_webhook, signal_count, client):
     from app.clock import utcnow
     from app.signals import ingest
     from app.strategies.models import Strategy
@@ -347,6 +347,9 @@ def test_unknown_or_deleted_strategy_is_404(make_strategy, post_webhook, signal_
     response = post_webhook(gone, strategy_msg(candle="2026-11-24T20:30:00Z"))
     assert response.status_code == 404
     assert post_webhook(9999, strategy_msg(), token="x").status_code == 404
+    for bad_id in ("-1", "abc", "1.5", "99999999999999999999999"):  # no such route: 404, not 401
+        response = client.post(f"/api/v1/signals/webhook/{bad_id}", json=strategy_msg())
+        assert response.status_code == 404, (bad_id, response.get_json())
     assert signal_count() == 1
 
 
