@@ -133,8 +133,12 @@ def _session_app(app_config):
 
 
 def _wipe(application) -> None:
+    """Empty tables, Redis db 0 and the per-strategy files (ids start again at 1, so a bot
+    folder or log left by one test would show up in the next one's strategy 1)."""
     from app.extensions import db, redis_store
 
+    for folder in ("bots", "logs"):
+        shutil.rmtree(Path(application.config["VAR_DIR"]) / folder, ignore_errors=True)
     with application.app_context():
         db.session.rollback()
         tables = list(reversed(db.metadata.sorted_tables))

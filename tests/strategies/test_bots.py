@@ -113,7 +113,7 @@ def test_detail_page_shows_profit_and_balance_from_the_bot(bots_ctx, demo_bots, 
 def test_logs_come_from_the_bot(bots_ctx, demo_bots, bots_client, headers):
     bot = demo_bots[1]
     body = bots_client.get(f"{BASE}/{bot.id}/logs?limit=20", headers=headers).get_json()
-    assert body["source"] == "bot" and body["limit"] == 20
+    assert body["source"] == "bot" and body["limit"] == 20, body.get("note")
     assert 1 <= body["log_count"] <= 20
     assert all(line["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
                for line in body["logs"])
