@@ -25,9 +25,31 @@ WEB_DOMAINS = ("auth", "system", "strategies", "signals", "notifications", "moni
 
 def var_dir() -> Path:
     """Where run-time state lives (database, secret key, bot configs, logs): $BTCW_VAR_DIR."""
-    path = Path(os.environ.get("BTCW_VAR_DIR") or PROJECT_ROOT / "var")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(os.environ.get("BTCW_VAR_DIR") or PROJECT_ROOT / "var")
+
+
+def owner_only(path: Path, mode: int) -> None:
+    """Give a path of ours to its owner alone (0700 for a folder, 0600 for a file): var/ holds
+    every bot's password, JWT secret and tokens."""
+    try:
+        if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except OSError as exc:
+        log.warning("could not restrict %s to its owner: %s", path, exc)
+
+
+def _private_sqlite_file(uri: str) -> None:
+    """The SQLite database file (and so its WAL and SHM files, which take its mode) is created
+    0600 before SQLite opens it, and an existing one is tightened."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists():
+            owner_only(part, 0o600)
 
 
 def _secret_key(folder: Path) -> str:
@@ -45,7 +67,8 @@ def _secret_key(folder: Path) -> str:
 def _base_config(overrides: dict | None) -> dict:
     overrides = dict(overrides or {})
     folder = Path(overrides.pop("VAR_DIR", None) or var_dir())
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner_only(folder, 0o700)
     settings = load_settings(overrides.pop("CONFIG_DIR", None))
     cfg = {
         "VAR_DIR": str(folder),
@@ -120,10 +143,7 @@ def _init_common(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     redis_store.init_app(app)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
-        Path(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]).parent.mkdir(
-            parents=True, exist_ok=True
-        )
+    _private_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
 
 
 def create_app(test_config: dict | None = None) -> Flask:

@@ -87,7 +87,8 @@ class PerformanceSettings:
 @dataclass
 class SecuritySettings:
     session_expire_hours: StrictInt = 24
-    max_login_attempts: Annotated[StrictInt, Field(ge=1)] = 5
+    max_login_attempts: Annotated[StrictInt, Field(ge=1)] = 5  # per account and source address
+    account_lockout_attempts: Annotated[StrictInt, Field(ge=1)] = 50  # all sources together
     lockout_duration_minutes: StrictInt = 30
     min_password_length: Annotated[StrictInt, Field(ge=1, le=128)] = 8
     require_special_chars: StrictBool = True

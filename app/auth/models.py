@@ -35,3 +35,19 @@ class ApiToken(db.Model):
     revoked_at = db.Column(db.DateTime)
 
     user = db.relationship("User")
+
+
+class LoginAttempts(db.Model):
+    """Login attempts on one account from one source address, counted atomically; five in a
+    row without a success lock that pair (system.security.max_login_attempts)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (db.UniqueConstraint("user_id", "source", name="uq_login_attempts_source"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    source = db.Column(db.String(64), nullable=False, default="")
+    attempts = db.Column(db.Integer, nullable=False, default=0)
+    locked_until = db.Column(db.DateTime)
+    updated_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+

@@ -35,7 +35,9 @@ def login():
 
     csrf.protect()
     username = request.form.get("username", "")
-    result = service.authenticate(username, request.form.get("password", ""))
+    # The direct peer's address: a client-set X-Forwarded-For could lock someone else out.
+    result = service.authenticate(username, request.form.get("password", ""),
+                                  source=request.remote_addr or "")
     if result.user is None:
         locked = None
         if result.locked_until:

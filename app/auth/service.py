@@ -7,10 +7,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.auth.models import ApiToken, User
+from app.auth.models import ApiToken, LoginAttempts, User
 from app.clock import utcnow
 from app.extensions import db
 from app.system.settings import current_settings
@@ -72,11 +74,20 @@ def set_password(user: User, password: str) -> None:
     user.password_hash = generate_password_hash(password)
     user.failed_logins = 0
     user.locked_until = None
+    db.session.execute(update(LoginAttempts).where(LoginAttempts.user_id == user.id)
+                       .values(attempts=0, locked_until=None))
     db.session.commit()
 
 
-def authenticate(username: str, password: str, now: datetime | None = None) -> LoginResult:
-    """Check a login; count failures and lock the account after too many."""
+def authenticate(username: str, password: str, now: datetime | None = None,
+                 source: str = "") -> LoginResult:
+    """Check a login from `source` (the caller's address) with lockout.
+
+    Each attempt is counted atomically *before* the password is checked, so a burst of parallel
+    guesses gets at most system.security.max_login_attempts checks. That many failures in a row
+    lock the (account, source) pair: a stranger cannot lock the owner out from elsewhere. Failures
+    from every source together lock the whole account past account_lockout_attempts.
+    """
     now = now or utcnow()
     sec = current_settings().system.security
     name = (username or "").strip()[:USERNAME_MAX]
@@ -87,26 +98,61 @@ def authenticate(username: str, password: str, now: datetime | None = None) -> L
         # Same work as a real check, so timing does not reveal which names exist.
         check_password_hash(_DUMMY_HASH, password or "")
         return LoginResult(None, "Invalid username or password.")
+    lock = timedelta(minutes=sec.lockout_duration_minutes)
     if user.locked_until and user.locked_until > now:
         return LoginResult(None, "Account locked.", user.locked_until)
-    if not check_password_hash(user.password_hash, (password or "")[:PASSWORD_MAX]):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        locked = None
-        if user.failed_logins >= sec.max_login_attempts:
-            locked = now + timedelta(minutes=sec.lockout_duration_minutes)
-            user.locked_until = locked
-            user.failed_logins = 0
+    source = (source or "")[:64]
+    attempts, pair_locked = _count_attempt(user.id, source, now)
+    if pair_locked and pair_locked > now:
+        return LoginResult(None, "Account locked.", pair_locked)
+    if attempts > sec.max_login_attempts:  # the attempt that reached the limit is locking it
+        return LoginResult(None, "Account locked.", now + lock)
+    if check_password_hash(user.password_hash, (password or "")[:PASSWORD_MAX]):
+        db.session.execute(update(LoginAttempts).where(
+            LoginAttempts.user_id == user.id, LoginAttempts.source == source
+        ).values(attempts=0, locked_until=None, updated_at=now))
+        db.session.execute(update(User).where(User.id == user.id).values(
+            failed_logins=0, locked_until=None, last_login_at=now))
         db.session.commit()
-        if locked:
-            return LoginResult(None, "Account locked.", locked)
-        left = sec.max_login_attempts - user.failed_logins
-        return LoginResult(None, f"Invalid username or password ({left} attempts left).",
-                           attempts_left=left)
-    user.failed_logins = 0
-    user.locked_until = None
-    user.last_login_at = now
+        return LoginResult(user)
+    account_failures = db.session.execute(
+        update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1)
+        .returning(User.failed_logins)).scalar_one()
+    locked = None
+    if attempts >= sec.max_login_attempts:
+        locked = now + lock
+        db.session.execute(update(LoginAttempts).where(
+            LoginAttempts.user_id == user.id, LoginAttempts.source == source
+        ).values(attempts=0, locked_until=locked, updated_at=now))
+    if account_failures >= sec.account_lockout_attempts:
+        locked = now + lock
+        db.session.execute(update(User).where(User.id == user.id).values(
+            failed_logins=0, locked_until=locked))
     db.session.commit()
-    return LoginResult(user)
+    if locked:
+        return LoginResult(None, "Account locked.", locked)
+    left = sec.max_login_attempts - attempts
+    return LoginResult(None, f"Invalid username or password ({left} attempts left).",
+                       attempts_left=left)
+
+
+def _count_attempt(user_id: int, source: str, now: datetime) -> tuple[int, datetime | None]:
+    """Count one attempt on (account, source) in one statement; (attempts so far, locked until).
+
+    An expired lock starts a fresh count."""
+    table = LoginAttempts.__table__
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    expired = (table.c.locked_until.is_not(None)) & (table.c.locked_until <= now)
+    statement = insert(table).values(user_id=user_id, source=source, attempts=1,
+                                     updated_at=now).on_conflict_do_update(
+        index_elements=[table.c.user_id, table.c.source],
+        set_={"attempts": case((expired, 1), else_=table.c.attempts + 1),
+              "locked_until": case((expired, None), else_=table.c.locked_until),
+              "updated_at": now},
+    ).returning(table.c.attempts, table.c.locked_until)
+    attempts, locked_until = db.session.execute(statement).one()
+    db.session.commit()
+    return attempts, locked_until
 
 
 _DUMMY_HASH = generate_password_hash("not-a-real-password!")

@@ -125,7 +125,8 @@ class GatewayAuth:
                 try:
                     caller = self._revalidated(header)
                     if caller is None:
-                        caller, mark = _off_the_loop(self._basic, header[6:].strip())
+                        caller, mark = _off_the_loop(self._basic, header[6:].strip(),
+                                                     environ.get("REMOTE_ADDR") or "")
                         self._remember(header, caller, mark)
                 except AuthFailure as exc:
                     log.warning("gateway: Basic login of %r from %s refused: %s",
@@ -195,8 +196,9 @@ class GatewayAuth:
             raise AuthFailure("Invalid Bearer token.") from exc
         return self._from_payload(payload, "gateway_token")
 
-    def _basic(self, encoded: str) -> tuple[Caller, str]:
-        """Check Basic credentials (a slow password hash); (caller, password-hash mark)."""
+    def _basic(self, encoded: str, source: str = "") -> tuple[Caller, str]:
+        """Check Basic credentials (a slow password hash) from the peer address `source`, which
+        counts toward the login lockout like the login page; (caller, password-hash mark)."""
         try:
             username, sep, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
@@ -204,7 +206,7 @@ class GatewayAuth:
         if not sep:
             raise AuthFailure("Malformed Basic credentials.")
         with self.app.app_context():
-            result = service.authenticate(username, password)
+            result = service.authenticate(username, password, source=source)
             if result.user is None:
                 if result.locked_until is not None:
                     raise _locked(result.locked_until, username[:64])

@@ -224,8 +224,14 @@ def read_text(data: dict, name: str, *, required: bool = False, max_len: int = M
     return value
 
 
-def read_number(data: dict, name: str, *, required: bool = False, prefix: str = "") -> float | None:
-    """A finite number, given as a JSON number or as the text FreqTrade formats it to."""
+STRENGTH_DOMAIN = (0.0, 1.0)  # signal_strength, as the btcw_signals mixin reports it
+
+
+def read_number(data: dict, name: str, *, required: bool = False, prefix: str = "",
+                domain: tuple[float, float] | None = None,
+                positive: bool = False) -> float | None:
+    """A finite number, given as a JSON number or as the text FreqTrade formats it to; within
+    `domain` (inclusive) and above 0 when `positive` (a price), else a 422 naming the field."""
     value, field = _given(data, name, required, prefix)
     if value is None:
         return None
@@ -237,11 +243,16 @@ def read_number(data: dict, name: str, *, required: bool = False, prefix: str = 
         raise _invalid(field, f"must be a number, got {str(value)[:40]!r}") from None
     if not math.isfinite(number):
         raise _invalid(field, "must be a finite number")
+    if positive and number <= 0:
+        raise _invalid(field, f"must be more than 0, got {number:g}")
+    if domain is not None and not domain[0] <= number <= domain[1]:
+        raise _invalid(field, f"must be from {domain[0]:g} to {domain[1]:g}, got {number:g}")
     return number
 
 
-def read_integer(data: dict, name: str, *, required: bool = False, prefix: str = "") -> int | None:
-    """A whole number (JSON integer or its text)."""
+def read_integer(data: dict, name: str, *, required: bool = False, prefix: str = "",
+                 minimum: int | None = None) -> int | None:
+    """A whole number (JSON integer or its text), at least `minimum` when given."""
     value, field = _given(data, name, required, prefix)
     if value is None:
         return None
@@ -255,6 +266,8 @@ def read_integer(data: dict, name: str, *, required: bool = False, prefix: str =
         raise _invalid(field, f"must be an integer, got {str(value)[:40]!r}")
     if not -(2**31) <= number < 2**31:
         raise _invalid(field, "is out of range")
+    if minimum is not None and number < minimum:
+        raise _invalid(field, f"must be at least {minimum}, got {number}")
     return number
 
 
@@ -326,7 +339,13 @@ def strength_in_tag(tag: str | None) -> tuple[str | None, float | None]:
         return tag, None
     value = float(match.group(1))
     clean = (tag[:match.start()] + tag[match.end():]).strip() or None
-    return clean, value if math.isfinite(value) else None
+    return clean, _clip_strength(value)
+
+
+def _clip_strength(value: float) -> float | None:
+    """A strength read from a tag or the indicators, clipped into 0..1 as the mixin writes it
+    (None when not finite). The `signal_strength` field itself is refused outside 0..1."""
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------------------- parsing
@@ -347,6 +366,15 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number that a float can hold: 1e400 would be stored as Infinity, which no JSON
+    answer can carry, so it is refused wherever it stands."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise WebhookError(422, f"body: the number {text[:40]} is too large to store", "body")
+    return value
+
+
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -357,7 +385,7 @@ def parse_body(body: bytes) -> dict:
     since the databases cannot store them.
     """
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
         if _SURROGATE_ESCAPE.search(body):  # rare: only then pay for the full check
             json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -380,7 +408,7 @@ def parse_webhook(data: dict) -> ParsedWebhook:
     if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise _invalid("type", f"unknown message type {str(kind)[:40]!r}; "
                                f"one of {', '.join(MESSAGE_TYPES)}")
-    payload_strength = read_number(data, "signal_strength")
+    payload_strength = read_number(data, "signal_strength", domain=STRENGTH_DOMAIN)
     if kind in ORDER_TYPES:
         parsed = _parse_order(kind, data)
     elif kind in STATUS_TYPES:
@@ -394,7 +422,7 @@ def parse_webhook(data: dict) -> ParsedWebhook:
     if parsed.strength is None:
         strength = parsed.columns.get("indicators", {}).get("signal_strength")
         if isinstance(strength, (int, float)) and not isinstance(strength, bool):
-            parsed.strength = float(strength)
+            parsed.strength = _clip_strength(float(strength))
     parsed.columns["message_type"] = kind
     parsed.columns["strength_raw"] = parsed.strength
     return parsed
@@ -402,7 +430,7 @@ def parse_webhook(data: dict) -> ParsedWebhook:
 
 def _parse_order(kind: str, data: dict) -> ParsedWebhook:
     pair = read_pair(data)
-    trade_id = read_integer(data, "trade_id", required=True)
+    trade_id = read_integer(data, "trade_id", required=True, minimum=0)
     direction = (read_text(data, "direction", max_len=8) or "long").lower()
     if direction not in ("long", "short"):
         raise _invalid("direction", f"must be long or short, got {direction!r}")
@@ -413,11 +441,11 @@ def _parse_order(kind: str, data: dict) -> ParsedWebhook:
         "order_rate", "open_rate", "current_rate")
     rate = None
     for name in rates:
-        value = read_number(data, name)
+        value = read_number(data, name, positive=True)
         if rate is None and value is not None:
             rate = value
     for name in ("amount", "stake_amount"):
-        read_number(data, name)
+        read_number(data, name, domain=(0, math.inf))
     read_text(data, "reason", max_len=MAX_TAG)
     columns = {
         "pair": pair,
@@ -483,12 +511,12 @@ def _parse_btcw_signal(message: dict) -> ParsedWebhook:
     timeframe = read_text(message, "timeframe", max_len=8, prefix=p)
     tag_name = "enter_tag" if action.startswith("enter") else "exit_tag"
     tag, tag_strength = strength_in_tag(read_text(message, tag_name, max_len=MAX_TAG, prefix=p))
-    strength = read_number(message, "signal_strength", prefix=p)
+    strength = read_number(message, "signal_strength", prefix=p, domain=STRENGTH_DOMAIN)
     columns = {
         "pair": pair,
         "action": action,
         "direction": "short" if action.endswith("short") else "long",
-        "rate": read_number(message, "rate", prefix=p),
+        "rate": read_number(message, "rate", prefix=p, positive=True),
         "open_date": candle,
         "enter_tag": tag if tag_name == "enter_tag" else None,
         "exit_reason": tag if tag_name == "exit_tag" else None,

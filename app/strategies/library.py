@@ -25,6 +25,8 @@ from app.runtime.paths import strategies_dir
 FILE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\.py$")
 MAX_FILE_BYTES = 512 * 1024
 BASE_CLASS = "IStrategy"
+# Files of the library that every strategy relies on: never replaced or shadowed by an upload.
+RESERVED_FILES = ("btcw_signals.py",)
 
 
 class LibraryError(AppError):
@@ -96,6 +98,9 @@ def parse_source(source: str, name: str = "<upload>") -> ast.Module:
                            "content") from exc
     except ValueError as exc:  # NUL bytes in the source
         raise LibraryError(f"{name} is not valid Python: {exc}.", "content") from exc
+    except (RecursionError, MemoryError) as exc:  # deeply nested expressions
+        raise LibraryError(f"{name} is nested too deeply to be read as Python.",
+                           "content") from exc
 
 
 def _base_name(node: ast.expr) -> str | None:
@@ -202,6 +207,9 @@ def save_upload(file_name: object, content: bytes | str, overwrite: bool = False
     base = (folder or library_dir()).resolve()
     path = resolve(file_name, "file", base)  # type: ignore[arg-type]
     name = path.name
+    if name in RESERVED_FILES:
+        raise LibraryError(f"{name} is BTC Watcher's signal mixin, which every strategy "
+                           "imports; it cannot be uploaded or replaced.", "file")
     if _shadows_module(path.stem, base):
         raise LibraryError(f"The file name {name!r} would hide the Python module "
                            f"{path.stem!r} from the bots; choose another name.", "file")

@@ -539,7 +539,8 @@ def strategy_logs(strategy_id: int, limit: int = 100) -> dict:
         try:
             answer = _bot_client(strategy).logs(limit=limit)
             lines = [
-                {"time": row[0], "logger": row[2], "level": row[3], "message": row[4]}
+                {"time": row[0], "logger": row[2], "level": row[3],
+                 "message": mask_secrets(str(row[4]), strategy)}
                 for row in answer.get("logs", []) if isinstance(row, list) and len(row) >= 5
             ]
             return {"strategy_id": strategy.id, "limit": limit, "source": "bot",
@@ -548,13 +549,23 @@ def strategy_logs(strategy_id: int, limit: int = 100) -> dict:
             note = f"Bot API unavailable ({exc.message}); showing the log file."
     lines = []
     for path in log_files(strategy.id):
-        lines = [_line(text) for text in tail_file(path, limit)]
+        lines = [_line(mask_secrets(text, strategy)) for text in tail_file(path, limit)]
         if lines:
             break
     if not lines and note is None:
         note = f"No log yet: {strategy.name} has not run on this host."
     return {"strategy_id": strategy.id, "limit": limit, "source": "file",
             "log_count": len(lines), "logs": lines, "note": note}
+
+
+def mask_secrets(text: str, strategy: Strategy) -> str:
+    """`text` with the bot's credentials and tokens replaced by ****: FreqTrade logs some of
+    them (the ws_token among its startup lines), and a user must never read one."""
+    for secret in (strategy.api_password, strategy.jwt_secret, strategy.ws_token,
+                   strategy.webhook_token):
+        if secret and len(secret) >= 8 and secret in text:
+            text = text.replace(secret, "****")
+    return text
 
 
 # -------------------------------------------------------------------------------- overview

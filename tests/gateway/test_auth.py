@@ -84,6 +84,7 @@ def test_refused_basic_login_is_one_warning_line_and_counts_toward_lockout(
     from gevent import get_hub
 
     from app.auth import service
+    from app.auth.models import LoginAttempts
     from app.extensions import db
     from app.runtime import bot_client
 
@@ -106,11 +107,16 @@ def test_refused_basic_login_is_one_warning_line_and_counts_toward_lockout(
         assert f"({attempts - 1} attempts left)" in first.message
         assert set(last.details) == {"locked_until"}
         assert last.message.startswith(f"Account locked after {attempts} failed logins until ")
-        with bots_app.app_context():
-            assert service.user_by_name(carol).locked_until is not None  # the web's lock too
-        with pytest.raises(AuthFailure) as info:  # the right password no longer helps
-            gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+        with bots_app.app_context():  # the lock the login page honours too: this pair's
+            pair = db.session.scalars(db.select(LoginAttempts).where(
+                LoginAttempts.source == "203.0.113.7")).one()
+            assert pair.locked_until is not None
+        right = {**_env(carol, "first-pass!word"), "REMOTE_ADDR": "203.0.113.7"}
+        with pytest.raises(AuthFailure) as info:  # the right password no longer helps from there
+            gw_auth.identify(right, "GET")
         assert "locked" in info.value.message and info.value.details["locked_until"]
+        elsewhere = {**_env(carol, "first-pass!word"), "REMOTE_ADDR": "198.51.100.4"}
+        assert gw_auth.identify(elsewhere, "GET").username == carol  # the owner is not locked out
 
         records = [r for r in caplog.records if r.name == "app.gateway.auth"]
         assert len(records) == attempts + 1
@@ -122,6 +128,7 @@ def test_refused_basic_login_is_one_warning_line_and_counts_toward_lockout(
         with bots_app.app_context():
             user = service.user_by_name(carol)
             user.locked_until, user.failed_logins = None, 0
+            db.session.execute(db.delete(LoginAttempts).where(LoginAttempts.user_id == user.id))
             db.session.commit()
 
 

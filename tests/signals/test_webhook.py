@@ -280,6 +280,18 @@ BAD_BODIES = [
      '{"type": "status", "status": "x", "signal_strength": NaN}', 422, "body"),
     ("Infinity in an unused field", '{"type": "status", "status": "x", "extra": Infinity}',
      422, "body"),
+    ("a number too large to store in an unknown field",
+     '{"type": "status", "status": "x", "extra": 1e400}', 422, "body"),
+    ("a number too large to store, nested", '{"type": "status", "status": "x", '
+     '"extra": {"a": [1, -2e999]}}', 422, "body"),
+    ("order_rate zero", _with(ENTRY, order_rate="0"), 422, "order_rate"),
+    ("open_rate negative", _with(ENTRY, open_rate="-3391.5"), 422, "open_rate"),
+    ("amount negative", _with(ENTRY, amount="-1"), 422, "amount"),
+    ("trade_id negative", _with(ENTRY, trade_id="-7"), 422, "trade_id"),
+    ("signal_strength huge", _with(ENTRY, signal_strength=1e308), 422, "signal_strength"),
+    ("signal_strength negative", _with(ENTRY, signal_strength=-0.5), 422, "signal_strength"),
+    ("mixin: strength above 1", _msg(signal_strength=1e308), 422, "msg.signal_strength"),
+    ("mixin: rate negative", _msg(rate=-1), 422, "msg.rate"),
     ("unpaired surrogate escape", '{"type": "status", "status": "x \\ud800 y"}', 422, "body"),
     ("nested too deeply", '{"type": "status", "status": "x", "deep": ' + "[" * 100000
      + "]" * 100000 + "}", 422, "body"),
@@ -315,6 +327,18 @@ def test_bad_webhooks_are_rejected_and_nothing_is_stored(strategy, post_webhook,
     assert error["field"] == field
     assert error["message"].startswith(field + ":"), error["message"]
     assert signal_count() == 0
+
+
+def test_strengths_in_tags_and_indicators_are_clipped_and_every_answer_is_strict_json(
+        strategy, post_webhook, client, api_token):
+    assert post_webhook(strategy, entry_webhook(tag="rsi_oversold s=7.5")).status_code == 200
+    from app.signals.models import Signal
+
+    signal = db.session.scalars(select(Signal)).one()
+    assert signal.strength_raw == 1.0 and signal.enter_tag == "rsi_oversold"
+    body = client.get("/api/v1/signals", headers={"Authorization": f"Bearer {api_token}"})
+    strict = json.loads(body.get_data(as_text=True), parse_constant=pytest.fail)
+    assert strict["items"][0]["strength"]["raw"] == 1.0
 
 
 def test_wrong_missing_or_foreign_token_is_401(make_strategy, post_webhook, signal_count):

@@ -361,6 +361,23 @@ def test_logs_fall_back_to_the_log_file(client, api_headers, strategy):
                                "level": "INFO", "message": "line 26"}
 
 
+def test_logs_never_show_a_bot_secret(client, auth, api_headers, strategy):
+    from app.runtime import paths
+
+    secrets = (strategy.api_password, strategy.jwt_secret, strategy.ws_token,
+               strategy.webhook_token)
+    path = paths.log_path(strategy.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"2026-01-01 00:00:0{i},000 - freqtrade.rpc.api_server - INFO - "
+                            f"token {secret} in use\n" for i, secret in enumerate(secrets)))
+    api = client.get(f"{BASE}/{strategy.id}/logs", headers=api_headers).get_data(as_text=True)
+    page = client.get(f"/strategies/{strategy.id}/logs").get_data(as_text=True)
+    for text in (api, page):
+        assert "token **** in use" in text
+        for secret in secrets:
+            assert secret not in text
+
+
 def test_logs_without_any_log(client, api_headers, strategy):
     body = client.get(f"{BASE}/{strategy.id}/logs", headers=api_headers).get_json()
     assert body["limit"] == 100 and body["logs"] == []

@@ -117,6 +117,26 @@ def test_names_that_would_hide_a_module_from_the_bots_are_refused(library_dir, n
     assert not (library_dir / name).exists()
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_shared_signal_mixin_cannot_be_replaced(library_dir, overwrite):
+    before = (library_dir / "btcw_signals.py").read_bytes()
+    source = STRATEGY + "\n\nclass BtcWatcherSignals:\n    pass\n"
+    with pytest.raises(library.LibraryError, match="signal mixin") as raised:
+        library.save_upload("btcw_signals.py", source, overwrite=overwrite)
+    assert raised.value.field == "file"
+    assert (library_dir / "btcw_signals.py").read_bytes() == before
+
+
+def test_deeply_nested_source_is_refused_not_a_crash(library_dir, client, api_token):
+    nested = "x = " + "1+" * 100_000 + "1\n" + STRATEGY  # ast construction recurses
+    with pytest.raises(library.LibraryError, match="nested too deeply"):
+        library.save_upload("Deep.py", nested)
+    response = client.post("/api/v1/strategies/library", json={
+        "file_name": "Deep.py", "content": nested}, headers={"Authorization": f"Bearer {api_token}"})
+    assert response.status_code == 400 and "nested too deeply" in response.get_json()["message"]
+    assert not (library_dir / "Deep.py").exists()
+
+
 def test_resolve_stays_inside_the_folder(library_dir):
     assert library.resolve("RSI_ETH.py") == (library_dir / "RSI_ETH.py").resolve()
     with pytest.raises(library.LibraryError):
