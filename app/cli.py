@@ -41,7 +41,7 @@ def users_create(name: str) -> None:
 @users_cli.command("passwd")
 @click.argument("name")
 def users_passwd(name: str) -> None:
-    """Change a user's password and clear a lockout."""
+    """Change a user's password, clear a lockout and end every session of the user."""
     from app.auth import service
 
     user = service.user_by_name(name)

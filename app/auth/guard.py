@@ -49,8 +49,10 @@ def identify() -> tuple[object | None, str | None]:
         user = service.user_for_token(token)
         return (user, "token") if user else (None, None)
     user = service.user_by_id(session.get("user_id"))
-    if user is not None:
+    if user is not None and session.get("mark") == service.session_mark(user):
         return user, "session"
+    if user is not None:
+        session.clear()  # ended by a logout elsewhere or a password change
     return None, None
 
 

@@ -17,6 +17,9 @@ class User(db.Model):
     locked_until = db.Column(db.DateTime)
     last_login_at = db.Column(db.DateTime)
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+    # Raised by a logout or a password change: every session and gateway token made before
+    # carries the old value and stops working (service.session_mark).
+    session_epoch = db.Column(db.Integer, nullable=False, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
 from app.auth import service
 from app.auth.guard import public
@@ -29,7 +29,8 @@ def _safe_next(target: str | None) -> str:
 @public
 def login():
     if request.method == "GET":
-        if session.get("user_id") and service.user_by_id(session.get("user_id")):
+        user = service.user_by_id(session.get("user_id"))
+        if user is not None and session.get("mark") == service.session_mark(user):
             return redirect(_safe_next(request.args.get("next")))
         return render_template("auth/login.html", next=request.args.get("next", ""))
 
@@ -50,12 +51,16 @@ def login():
     session.clear()
     session.permanent = True
     session["user_id"] = result.user.id
+    session["mark"] = service.session_mark(result.user)
     flash(f"Welcome, {result.user.username}.", "success")
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    """Sign out: ends every session and gateway token of the user, on every browser."""
+    if g.get("current_user") is not None:
+        service.end_sessions(g.current_user)
     session.clear()
     flash("You have been signed out.", "info")
     return redirect(url_for("auth.login"))

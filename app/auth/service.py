@@ -68,10 +68,26 @@ def create_user(username: str, password: str, is_admin: bool = True) -> User:
     return user
 
 
+def session_mark(user) -> str:
+    """What every session and gateway token of a user carries: it changes with the password
+    and with end_sessions(), which ends them all."""
+    seed = f"{user.session_epoch or 0}:{user.password_hash}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def end_sessions(user: User) -> None:
+    """End every session and gateway token of the user (a logout, a password change)."""
+    db.session.execute(update(User).where(User.id == user.id)
+                       .values(session_epoch=User.session_epoch + 1))
+    db.session.commit()
+    db.session.refresh(user)
+
+
 def set_password(user: User, password: str) -> None:
-    """Change a user's password (policy checked) and clear any lockout."""
+    """Change a user's password (policy checked), clear any lockout and end every session."""
     check_password_policy(password)
     user.password_hash = generate_password_hash(password)
+    user.session_epoch = (user.session_epoch or 0) + 1
     user.failed_logins = 0
     user.locked_until = None
     db.session.execute(update(LoginAttempts).where(LoginAttempts.user_id == user.id)

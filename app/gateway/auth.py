@@ -84,9 +84,9 @@ class Caller:
     method: str  # gateway_token | api_token | basic | session
 
 
-def _password_mark(password_hash: str) -> str:
-    """A short fingerprint of a password hash: tokens die when the password changes."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:12]
+def _password_mark(user) -> str:
+    """What the user's sessions and tokens carry: they die with a password change or logout."""
+    return service.session_mark(user)
 
 
 class GatewayAuth:
@@ -167,14 +167,15 @@ class GatewayAuth:
         user = self._user(user_id)
         if user is None:
             raise AuthFailure("Unknown user.")
-        return {"u": user.id, "p": _password_mark(user.password_hash)}
+        return {"u": user.id, "p": _password_mark(user)}
 
     def _from_payload(self, payload, method: str) -> Caller:
         if not isinstance(payload, dict) or "u" not in payload:
             raise AuthFailure("Invalid token.")
         user = self._user(payload["u"])
-        if user is None or payload.get("p") != _password_mark(user.password_hash):
-            raise AuthFailure("Token no longer valid (user removed or password changed).")
+        if user is None or payload.get("p") != _password_mark(user):
+            raise AuthFailure("Token no longer valid (user removed, password changed or "
+                              "signed out).")
         return Caller(user.id, user.username, method)
 
     # ------------------------------------------------------------------ schemes
@@ -215,7 +216,7 @@ class GatewayAuth:
                 raise AuthFailure(result.error or "Invalid username or password.",
                                   details=details, username=username[:64])
             return (Caller(result.user.id, result.user.username, "basic"),
-                    _password_mark(result.user.password_hash))
+                    _password_mark(result.user))
 
     def _cookie(self, environ: dict, method: str) -> Caller:
         raw = environ.get("HTTP_COOKIE")
@@ -232,6 +233,9 @@ class GatewayAuth:
             user = self._user(data.get("user_id")) if isinstance(data, dict) else None
             if user is None:
                 raise AuthFailure("Login required: the session has no user.")
+            if data.get("mark") != _password_mark(user):
+                raise AuthFailure("Session ended (signed out or password changed); log in "
+                                  "again.")
             caller = self._remember("cookie:" + value, Caller(user.id, user.username, "session"))
         else:
             data = None
@@ -266,7 +270,8 @@ class GatewayAuth:
             user = service.user_by_id(user_id)
             if user is not None:
                 # Detach what we need so it outlives the app context.
-                return _UserView(user.id, user.username, user.password_hash, user.locked_until)
+                return _UserView(user.id, user.username, user.password_hash, user.locked_until,
+                                 user.session_epoch)
             return None
 
     def _key(self, credential: str) -> bytes:
@@ -294,7 +299,7 @@ class GatewayAuth:
             return None
         caller, _, mark = hit
         user = self._user(caller.user_id)
-        if user is None or _password_mark(user.password_hash) != mark:
+        if user is None or _password_mark(user) != mark:
             return None
         if user.locked_until is not None and user.locked_until > utcnow():
             with self.app.app_context():
@@ -313,6 +318,7 @@ class _UserView:
     username: str
     password_hash: str
     locked_until: datetime | None = None
+    session_epoch: int = 0
 
 
 def _client_address(environ: dict) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from app.auth import service
 from app.clock import utcnow
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD, AuthActions, csrf_from
 
 
 def test_pages_need_login(client):
@@ -58,6 +58,30 @@ def test_login_then_logout(client, auth):
     response = auth.logout()
     assert response.status_code == 302
     assert client.get("/strategies/").status_code == 302
+
+
+def test_logout_ends_every_session_of_the_user(app, user):
+    first, second = app.test_client(), app.test_client()
+    for browser in (first, second):
+        AuthActions(browser).login()
+        assert browser.get("/strategies/").status_code == 200
+    assert AuthActions(first).logout().status_code == 302
+    for browser in (first, second):
+        response = browser.get("/strategies/")
+        assert response.status_code == 302 and "/login" in response.headers["Location"]
+        assert browser.get("/api/v1/strategies").status_code == 401
+
+
+def test_a_password_change_ends_every_session(app, user, runner):
+    browser = app.test_client()
+    AuthActions(browser).login()
+    assert browser.get("/strategies/").status_code == 200
+    result = runner.invoke(args=["users", "passwd", "alice"],
+                           input="brand-new-pass!1\nbrand-new-pass!1\n")
+    assert result.exit_code == 0, result.output
+    assert browser.get("/strategies/").status_code == 302
+    assert AuthActions(browser).login(password="brand-new-pass!1").status_code == 302
+    assert browser.get("/strategies/").status_code == 200
 
 
 def test_wrong_password_is_refused(client, user):

@@ -146,6 +146,22 @@ def test_gateway_tokens_die_with_a_password_change(gw_auth, carol, bots_app):
     assert "password changed" in info.value.message
 
 
+def test_gateway_tokens_die_with_a_sign_out(gw_auth, carol, bots_app):
+    from app.auth import service
+
+    caller = gw_auth.identify(_env(carol, "first-pass!word"), "GET")
+    tokens = gw_auth.issue_tokens(caller)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {tokens['access_token']}"}
+    assert gw_auth.identify(bearer, "GET").method == "gateway_token"
+    with bots_app.app_context():
+        service.end_sessions(service.user_by_name(carol))  # what a logout does
+    with pytest.raises(AuthFailure) as info:
+        gw_auth.identify(bearer, "GET")
+    assert "signed out" in info.value.message
+    with pytest.raises(AuthFailure):
+        gw_auth.refresh_tokens({"HTTP_AUTHORIZATION": f"Bearer {tokens['refresh_token']}"})
+
+
 def test_malformed_and_unknown_schemes(gw_auth):
     for header in ("Basic !!!notbase64", "Basic " + "bm9jb2xvbg==", "Digest abc", "Bearer "):
         with pytest.raises(AuthFailure):
