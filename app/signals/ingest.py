@@ -44,6 +44,7 @@ from app.extensions import db
 from app.signals import outbox
 from app.signals.grading import IGNORE, Grade, Thresholds, grade
 from app.signals.models import PAIRING_PREDICATE, Signal
+from app.signals.strategy_messages import message_json
 from app.strategies.models import Strategy
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -397,7 +398,34 @@ def parse_body(body: bytes) -> dict:
         raise WebhookError(422, "body: nested too deeply", "body") from None
     if not isinstance(data, dict):
         raise WebhookError(422, f"body: must be a JSON object, got {type(data).__name__}", "body")
+    check_shape(data)
     return data
+
+
+# What a stored payload may hold: small to send can be huge to show (an indented view of deeply
+# nested arrays grows with depth × items), so the shape is bounded, not only the byte count.
+MAX_DEPTH = 16
+MAX_NODES = 20_000
+
+
+def check_shape(data: Any, path: str = "") -> None:
+    """Refuse a payload nested deeper than MAX_DEPTH or holding more than MAX_NODES values
+    (a 422 naming where), before anything is stored."""
+    count = 0
+    stack: list[tuple[Any, str, int]] = [(data, path, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise _invalid("body", f"holds more than {MAX_NODES} values")
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise _invalid(where or "body", f"nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                child_path = (f"{where}[{key}]" if isinstance(value, list)
+                              else f"{where}.{key}" if where else str(key))
+                stack.append((child, child_path[:120], depth + 1))
 
 
 def parse_webhook(data: dict) -> ParsedWebhook:
@@ -479,12 +507,7 @@ def _parse_strategy_msg(data: dict) -> ParsedWebhook:
         stripped = msg.strip()
         if len(stripped) > MAX_TEXT:
             raise _invalid("msg", f"must be at most {MAX_TEXT} characters, got {len(stripped)}")
-        message = stripped
-        if stripped.startswith("{"):
-            try:
-                message = json.loads(stripped)
-            except ValueError:
-                message = stripped  # text that happens to start with a brace
+        message = message_json(stripped) or stripped  # else text that starts with a brace
     elif not isinstance(msg, dict):
         raise _invalid("msg", f"must be a string or a JSON object, got {type(msg).__name__}")
     if isinstance(message, dict) and "btcw" in message:

@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 from app.clock import isoformat, utcnow
 from app.extensions import db, redis_store
 from app.signals.models import Signal
+from app.signals.strategy_messages import message_json
 from app.strategies.models import Strategy
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,9 @@ def note_of(message_type: str, enter_tag: str | None, exit_reason: str | None,
 def _message_note(msg: Any) -> str:
     """A strategy message as text; for a mixin signal (JSON with "btcw") its candle and the
     indicator values it carried rather than the raw JSON."""
-    message = msg
-    if isinstance(msg, str) and msg.lstrip().startswith("{"):
-        try:
-            message = json.loads(msg)
-        except ValueError:
-            return msg
+    message = message_json(msg)
+    if message is None:
+        message = msg
     if not isinstance(message, dict):
         return message if isinstance(message, str) else ""
     if "btcw" not in message:

@@ -20,10 +20,12 @@ from app.clock import isoformat
 from app.errors import AppError
 from app.extensions import db
 from app.notifications.models import Notification
+from app.signals import ingest
 from app.signals.grading import LEVELS
 from app.signals.ingest import ACTIONS, MESSAGE_TYPES
 from app.signals.models import Signal
 from app.signals.outbox import signal_event
+from app.signals.strategy_messages import message_json
 from app.strategies.models import Strategy
 
 DEFAULT_LIMIT = 50
@@ -392,22 +394,43 @@ def pair_choices(strategy_id: int | None = None) -> list[str]:
     return sorted(pairs)
 
 
-def pretty_json(value: Any) -> str:
-    """Indented JSON for the detail page."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+# The detail page shows at most this much of a payload (a stored row from before the shape
+# bound, or a long message, must not stall a web worker).
+DISPLAY_LIMIT = 64 * 1024
+
+
+def pretty_json(value: Any, limit: int = DISPLAY_LIMIT) -> str:
+    """Indented JSON for the detail page, cut after `limit` characters with a note saying so
+    (compact instead of indented when the indented form would be far larger)."""
+    compact = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    shallow = _depth(value) <= ingest.MAX_DEPTH
+    text = (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+            if shallow and len(compact) <= limit else compact)
+    if len(text) > limit:
+        return (text[:limit] + f"\n… cut here: {len(text) // 1024} KiB in all "
+                "(the JSON API has the whole payload)")
+    return text
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in a value (iteratively: any depth is safe)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def payload_for_display(payload: dict) -> tuple[str, bool]:
     """The payload as indented JSON, with a strategy message's JSON text unpacked in place;
     (text, whether msg was unpacked)."""
     shown = dict(payload or {})
-    msg = shown.get("msg")
-    if isinstance(msg, str) and msg.lstrip().startswith("{"):
-        try:
-            decoded = json.loads(msg)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict):
-            shown["msg"] = decoded
-            return pretty_json(shown), True
+    decoded = message_json(shown.get("msg"))
+    if decoded is not None:
+        shown["msg"] = decoded
+        return pretty_json(shown), True
     return pretty_json(shown), False

@@ -280,6 +280,10 @@ BAD_BODIES = [
      '{"type": "status", "status": "x", "signal_strength": NaN}', 422, "body"),
     ("Infinity in an unused field", '{"type": "status", "status": "x", "extra": Infinity}',
      422, "body"),
+    ("nested past the stored limit", '{"type": "status", "status": "x", "deep": '
+     + "[" * 40 + "]" * 40 + "}", 422, "deep" + "[0]" * 15),
+    ("too many values", {"type": "status", "status": "x", "many": list(range(30_000))}, 422,
+     "body"),
     ("a number too large to store in an unknown field",
      '{"type": "status", "status": "x", "extra": 1e400}', 422, "body"),
     ("a number too large to store, nested", '{"type": "status", "status": "x", '
@@ -339,6 +343,38 @@ def test_strengths_in_tags_and_indicators_are_clipped_and_every_answer_is_strict
     body = client.get("/api/v1/signals", headers={"Authorization": f"Bearer {api_token}"})
     strict = json.loads(body.get_data(as_text=True), parse_constant=pytest.fail)
     assert strict["items"][0]["strength"]["raw"] == 1.0
+
+
+def test_a_huge_stored_payload_shows_as_a_bounded_view(strategy, auth, client):
+    # A row stored before the shape bound: deeply nested, 180 KB as compact JSON.
+    from app.signals.models import Signal
+
+    deep = [0]
+    for _ in range(900):
+        deep = [deep, 1, 2]
+    signal = Signal(strategy_id=strategy.id, message_type="status", action="status", pair="",
+                    payload={"type": "status", "deep": deep, "wide": "x" * 150_000},
+                    dedupe_key="x" * 64)
+    db.session.add(signal)
+    db.session.commit()
+    response = client.get(f"/signals/{signal.id}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert len(page) < 120_000, "the view is bounded"
+    assert "cut here: 153 KiB in all" in page
+    assert " " * 100 not in page, "not indented 900 levels deep"
+
+
+def test_a_message_of_deeply_nested_brackets_is_kept_as_text(strategy, post_webhook, auth,
+                                                             client):
+    text = '{"a":' + "[" * 3000  # JSON's parser gives up on it by recursion, not a 500
+    response = post_webhook(strategy, {"type": "strategy_msg", "msg": text})
+    assert response.status_code == 200, response.get_data(as_text=True)[:200]
+    from app.signals.models import Signal
+
+    signal = db.session.scalars(select(Signal)).one()
+    assert signal.action == "message"
+    assert client.get(f"/signals/{signal.id}").status_code == 200
 
 
 def test_wrong_missing_or_foreign_token_is_401(make_strategy, post_webhook, signal_count):
