@@ -390,13 +390,17 @@ def parse_filters(args: Mapping[str, str], naive_zone: str | None = None) -> His
     return HistoryFilters(**values)
 
 
+MAX_ID = 2**63 - 1  # what the databases' BIGINT holds
+
+
 def parse_positive_int(param: str, text: str | None, default: int | None = None,
                        maximum: int | None = None) -> int | None:
     """A positive whole number parameter, or FilterError naming it."""
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < 1:
-        raise FilterError(param, f"{param} must be a positive whole number; got {text!r}")
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not 1 <= int(text) <= MAX_ID:
+        raise FilterError(param, f"{param} must be a positive whole number up to {MAX_ID}; "
+                                 f"got {text[:40]!r}")
     value = int(text)
     if maximum is not None and value > maximum:
         raise FilterError(param, f"{param} must be at most {maximum}; got {value}")
