@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -57,7 +58,9 @@ def users_passwd(name: str) -> None:
 @tokens_cli.command("create")
 @click.argument("name")
 @click.option("--user", "username", default=None, help="Owner (default: the first admin).")
-def tokens_create(name: str, username: str | None) -> None:
+@click.option("--expires-days", type=int, default=None,
+              help="Valid for this many days (default: until revoked).")
+def tokens_create(name: str, username: str | None, expires_days: int | None) -> None:
     """Create an API token; the token is printed on the last line."""
     from app.auth import service
 
@@ -65,11 +68,43 @@ def tokens_create(name: str, username: str | None) -> None:
     if user is None:
         raise click.ClickException("No such user; create one with `flask users create NAME`.")
     try:
-        token, plain = service.create_token(user, name)
+        token, plain = service.create_token(user, name, expires_days)
     except service.AuthError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Token {token.name} (id {token.id}) for {user.username}; shown only once:")
     click.echo(plain)
+
+
+@tokens_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def tokens_list(as_json: bool) -> None:
+    """Every API token: name, owner, created, last used, expiry and state (never the token)."""
+    from app.auth import service
+
+    rows = [service.token_json(t) for t in service.list_tokens()]
+    if as_json:
+        click.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("No API tokens.")
+    for r in rows:
+        click.echo(f"{r['id']:>4}  {r['name']:<24} {r['user']:<12} {r['state']:<8} "
+                   f"created {r['created_at']}  last used {r['last_used_at'] or 'never'}  "
+                   f"expires {r['expires_at'] or 'never'}")
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id", type=click.IntRange(1, 2**63 - 1))
+def tokens_revoke(token_id: int) -> None:
+    """Revoke an API token by its id (see `flask tokens list`)."""
+    from app.auth import service
+    from app.errors import NotFound
+
+    try:
+        token = service.revoke_token(token_id)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"Token {token.name} (id {token.id}) revoked.")
 
 
 @click.command("worker")

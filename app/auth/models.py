@@ -36,6 +36,7 @@ class ApiToken(db.Model):
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow)
     last_used_at = db.Column(db.DateTime)
     revoked_at = db.Column(db.DateTime)
+    expires_at = db.Column(db.DateTime)  # none: until revoked
 
     user = db.relationship("User")
 

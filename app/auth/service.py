@@ -13,7 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.auth.models import ApiToken, LoginAttempts, User
-from app.clock import utcnow
+from app.clock import isoformat, utcnow
+from app.errors import AppError, NotFound
 from app.extensions import db
 from app.system.settings import current_settings
 
@@ -21,8 +22,8 @@ USERNAME_MAX = 64
 PASSWORD_MAX = 256
 
 
-class AuthError(ValueError):
-    """A user-facing problem with a username, password or token."""
+class AuthError(AppError, ValueError):
+    """A user-facing problem with a username, password or token (a 400 in the API)."""
 
 
 @dataclass
@@ -185,13 +186,24 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(user: User, name: str) -> tuple[ApiToken, str]:
-    """Create an API token; the plain token is returned once and only its hash is stored."""
-    name = (name or "").strip()
-    if not name or len(name) > 64:
-        raise AuthError("Token name must be 1..64 characters.")
+MAX_TOKEN_DAYS = 3650
+
+
+def create_token(user: User, name: str, expires_days: int | None = None) -> tuple[ApiToken, str]:
+    """Create an API token (valid until revoked, or for `expires_days` days); the plain token is
+    returned once and only its hash is stored."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > 64 or not name.isprintable():
+        raise AuthError("Token name must be 1..64 printable characters.")
+    if expires_days is not None and (isinstance(expires_days, bool)
+                                     or not isinstance(expires_days, int)
+                                     or not 1 <= expires_days <= MAX_TOKEN_DAYS):
+        raise AuthError(f"expires_days must be a whole number of days from 1 to "
+                        f"{MAX_TOKEN_DAYS}, or empty for no expiry.")
     plain = "btcw_" + secrets.token_urlsafe(32)
-    token = ApiToken(name=name, user_id=user.id, token_hash=_hash_token(plain), prefix=plain[:10])
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+    token = ApiToken(name=name, user_id=user.id, token_hash=_hash_token(plain), prefix=plain[:10],
+                     expires_at=expires)
     db.session.add(token)
     db.session.commit()
     return token, plain
@@ -202,22 +214,53 @@ def user_for_token(plain: str, now: datetime | None = None) -> User | None:
     if not plain or len(plain) > 200:
         return None
     token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(plain)))
-    if token is None or token.revoked_at is not None:
-        return None
     now = now or utcnow()
+    if token is None or token.revoked_at is not None or (
+            token.expires_at is not None and token.expires_at <= now):
+        return None
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         token.last_used_at = now
         db.session.commit()
     return token.user
 
 
-def revoke_token(token_id: int) -> None:
-    """Revoke a token so it no longer authenticates."""
-    token = db.session.get(ApiToken, token_id)
+def revoke_token(token_id: int) -> ApiToken:
+    """Revoke a token so it no longer authenticates (revoking twice keeps the first time)."""
+    token = db.session.get(ApiToken, token_id) if 1 <= token_id < 2**63 else None
     if token is None:
-        raise AuthError(f"No token with id {token_id}.")
-    token.revoked_at = utcnow()
-    db.session.commit()
+        raise NotFound(f"No token with id {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        db.session.commit()
+    return token
+
+
+def list_tokens(user: User | None = None) -> list[ApiToken]:
+    """Every API token (of one user, when given), newest first; never the token itself."""
+    query = select(ApiToken).order_by(ApiToken.id.desc())
+    if user is not None:
+        query = query.where(ApiToken.user_id == user.id)
+    return list(db.session.scalars(query))
+
+
+def token_state(token: ApiToken, now: datetime | None = None) -> str:
+    """active, expired or revoked."""
+    now = now or utcnow()
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def token_json(token: ApiToken) -> dict:
+    """What the API and CLI show of a token: its name, dates and state, never the secret."""
+    return {"id": token.id, "name": token.name, "user": token.user.username,
+            "prefix": token.prefix, "state": token_state(token),
+            "created_at": isoformat(token.created_at),
+            "last_used_at": isoformat(token.last_used_at) if token.last_used_at else None,
+            "expires_at": isoformat(token.expires_at) if token.expires_at else None,
+            "revoked_at": isoformat(token.revoked_at) if token.revoked_at else None}
 
 
 def user_by_id(user_id: int | None) -> User | None:
