@@ -1,4 +1,13 @@
-"""`flask up`: start every process of BTC Watcher on this machine and stop them on Ctrl-C."""
+"""`flask up`: every process of BTC Watcher on this machine under supervisord, stopped on Ctrl-C.
+
+The programs (Redis when none answers, the simulator, web, gateway, worker, cron and the bot
+supervisor) run under supervisord (PyPI `supervisor`), whose configuration is generated into
+var/run/supervisord.conf on each start: a program that dies is started again at once, one that
+keeps failing to start is retried with a growing delay, and their output goes to var/logs/. Ctrl-C
+(or SIGTERM) makes supervisord stop them in reverse order (the bot supervisor first, which stops
+its bots; Redis last), then the bot zygote is stopped. `supervisorctl -c var/run/supervisord.conf
+status` shows them while it runs.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +26,24 @@ import click
 import requests
 from flask import current_app
 
+from app.auth import service as auth_service
+from app.runtime import launcher, paths
+from app.strategies import demo as demo_strategies
 from app.system.settings import current_settings
 from config.loader import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
+# Start order (supervisord priority); stopping goes the other way.
+PRIORITY = {"redis": 10, "simulator": 20, "web": 30, "gateway": 30, "worker": 40, "cron": 40,
+            "supervisor": 50}
 
 
 @dataclass
 class Process:
     name: str
     argv: list[str]
-    popen: subprocess.Popen | None = None
-    log: Path | None = None
     env: dict = field(default_factory=dict)
+    stop_seconds: int = 10
 
 
 def _has_module(name: str) -> bool:
@@ -37,17 +51,6 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
-
-
-def _start(proc: Process, logs: Path) -> None:
-    proc.log = logs / f"{proc.name}.log"
-    fh = open(proc.log, "ab")  # noqa: SIM115 - the child owns it
-    env = {**os.environ, **proc.env}
-    proc.popen = subprocess.Popen(  # noqa: S603 - fixed argv from this module
-        proc.argv, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,
-    )
-    click.echo(f"  started {proc.name:11} pid {proc.popen.pid:<7} log {proc.log}")
 
 
 def gunicorn_flags() -> list[str]:
@@ -84,8 +87,10 @@ def _redis_process(url: str, var: Path) -> Process | None:
         raise click.ClickException("redis-server is not installed (make run installs it).")
     folder = var / "redis"
     folder.mkdir(parents=True, exist_ok=True)
+    # AOF fsynced every second: a Redis restart keeps queued jobs and host registrations.
     return Process("redis", [server, "--port", str(parts.port or 6379), "--bind", "127.0.0.1",
-                             "--dir", str(folder), "--save", "300 1", "--appendonly", "no"])
+                             "--dir", str(folder), "--save", "300 1", "--appendonly", "yes",
+                             "--appendfsync", "everysec"])
 
 
 def _wait_http(url: str, seconds: float) -> bool:
@@ -102,45 +107,101 @@ def _wait_http(url: str, seconds: float) -> bool:
 
 def _first_admin() -> str | None:
     """Create the first admin on a fresh install; return the line to print, or None."""
-    from app.auth import service
-
-    if service.first_admin() is not None:
+    if auth_service.first_admin() is not None:
         return None
-    password = os.environ.get("BTCW_ADMIN_PASSWORD") or service.generate_password()
-    service.create_user("admin", password)
+    password = os.environ.get("BTCW_ADMIN_PASSWORD") or auth_service.generate_password()
+    auth_service.create_user("admin", password)
     shown = "(from BTCW_ADMIN_PASSWORD)" if os.environ.get("BTCW_ADMIN_PASSWORD") else password
     return f"First login: admin / {shown}   (shown once; change it with `flask users passwd admin`)"
 
 
-def run_stack(demo: bool = True) -> None:
-    """Start everything, print the URL and the first login, wait for Ctrl-C, stop everything."""
-    settings = current_settings().system
-    var = Path(current_app.config["VAR_DIR"])
-    logs = var / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+def programs(settings, redis_url: str, var: Path) -> list[Process]:
+    """The processes of this machine's BTC Watcher, in start order."""
     flask = [str(BIN / "flask"), "--app", "app"]
     gunicorn = str(BIN / "gunicorn")
     extra_flags = gunicorn_flags()
     procs: list[Process] = []
-    redis_proc = _redis_process(current_app.config["REDIS_URL"], var)
+    redis_proc = _redis_process(redis_url, var)
     if redis_proc:
         procs.append(redis_proc)
-    if settings.simulator.enabled and _has_module("app.simulator.cli"):
+    if settings.simulator.enabled:
         procs.append(Process("simulator", [*flask, "simulator", "run"]))
     procs.append(Process("web", [gunicorn, "-k", "gevent", "-w", str(settings.web.workers),
                                  "-b", f"{settings.web.host}:{settings.web.port}",
                                  "--graceful-timeout", "5", *extra_flags, "wsgi:web()"]))
-    if _has_module("app.gateway.proxy"):
-        procs.append(Process("gateway", [gunicorn, "-k", "gevent", "-w",
-                                         str(settings.gateway.workers), "-b",
-                                         f"{settings.gateway.host}:{settings.gateway.port}",
-                                         "--graceful-timeout", "5", *extra_flags,
-                                         "wsgi:gateway()"]))
+    procs.append(Process("gateway", [gunicorn, "-k", "gevent", "-w",
+                                     str(settings.gateway.workers), "-b",
+                                     f"{settings.gateway.host}:{settings.gateway.port}",
+                                     "--graceful-timeout", "5", *extra_flags, "wsgi:gateway()"]))
     procs.append(Process("worker", [*flask, "worker"]))
     procs.append(Process("cron", [*flask, "cron", "run"]))
-    if _has_module("app.runtime.cli"):
-        procs.append(Process("supervisor", [*flask, "supervisor", "run"]))
+    procs.append(Process("supervisor", [*flask, "supervisor", "run"],
+                         stop_seconds=settings.freqtrade.shutdown_timeout + 30))
+    return procs
 
+
+def supervisord_config(procs: list[Process], run_dir: Path, logs: Path) -> str:
+    """supervisord.conf for the programs: restart on death, logs in var/logs, a private socket."""
+    lines = [
+        "; Generated by `flask up` on every start; edits are overwritten.",
+        "[supervisord]",
+        "nodaemon=true",
+        f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={run_dir / 'supervisord.pid'}",
+        f"directory={PROJECT_ROOT}",
+        "logfile_maxbytes=10MB",
+        "",
+        "[unix_http_server]",
+        f"file={run_dir / 'supervisord.sock'}",
+        "chmod=0700",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{run_dir / 'supervisord.sock'}",
+    ]
+    for proc in procs:
+        lines += [
+            "",
+            f"[program:{proc.name}]",
+            "command=" + " ".join(_quoted(arg) for arg in proc.argv),
+            f"directory={PROJECT_ROOT}",
+            f"priority={PRIORITY.get(proc.name, 60)}",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=1000",  # a failing start is retried with a growing delay
+            "stopsignal=TERM",
+            f"stopwaitsecs={proc.stop_seconds}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={logs / (proc.name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=3",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(arg: str) -> str:
+    """An argument as supervisord's shlex-style command line reads it."""
+    if arg and all(c.isalnum() or c in "-_./:=@,%+" for c in arg):
+        return arg
+    return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+def run_stack(demo: bool = True) -> None:
+    """Start everything under supervisord, print the URL and the first login, wait for Ctrl-C,
+    stop everything."""
+    settings = current_settings().system
+    var = Path(current_app.config["VAR_DIR"])
+    logs, run_dir = var / "logs", var / "run"
+    for folder in (logs, run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    procs = programs(settings, current_app.config["REDIS_URL"], var)
+    config = run_dir / "supervisord.conf"
+    config.write_text(supervisord_config(procs, run_dir, logs))  # var/ is 0700
     stopping = {"now": False}
 
     def _stop(*_):
@@ -148,38 +209,37 @@ def run_stack(demo: bool = True) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    click.echo("Starting BTC Watcher:")
+    click.echo("Starting BTC Watcher under supervisord:")
+    for proc in procs:
+        click.echo(f"  {proc.name:11} log {logs / (proc.name + '.log')}")
+    manager = subprocess.Popen(  # noqa: S603 - our own config
+        [str(BIN / "supervisord"), "-c", str(config)], cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        for proc in procs:
-            _start(proc, logs)
-            if proc.name == "redis":
-                time.sleep(0.5)
         admin_line = _first_admin()
         url = f"http://127.0.0.1:{settings.web.port}"
         ready = _wait_http(f"{url}/health", 60)
-        if demo and settings.simulator.enabled and _has_module("app.strategies.demo"):
-            from app.strategies import demo as demo_strategies
-
+        if demo and settings.simulator.enabled:
             click.echo(demo_strategies.seed_and_start())
         click.echo("")
         click.echo(f"BTC Watcher is {'up' if ready else 'starting (health not green yet)'}: {url}")
         if admin_line:
             click.echo(admin_line)
+        click.echo(f"Processes: {BIN / 'supervisorctl'} -c {config} status")
         click.echo("Press Ctrl-C to stop everything.")
-        while not stopping["now"]:
-            for proc in procs:
-                if proc.popen and proc.popen.poll() is not None:
-                    click.echo(f"  {proc.name} exited with {proc.popen.returncode}; see {proc.log}")
-                    proc.popen = None
-            time.sleep(1)
+        while not stopping["now"] and manager.poll() is None:
+            time.sleep(0.5)
+        if manager.poll() is not None:
+            click.echo(f"supervisord exited with {manager.returncode}; see {logs}")
     finally:
         click.echo("Stopping…")
-        # Redis goes last: the supervisor, the worker and the web still talk to it while they
-        # stop their bots and jobs.
-        grace = current_settings().system.freqtrade.shutdown_timeout + 5
-        _stop_all([p for p in reversed(procs) if p.name != "redis"], grace)
+        if manager.poll() is None:
+            manager.send_signal(signal.SIGTERM)  # stops the programs in reverse order
+            try:
+                manager.wait(max(p.stop_seconds for p in procs) + 15)
+            except subprocess.TimeoutExpired:
+                manager.kill()
         _stop_zygote()
-        _stop_all([p for p in procs if p.name == "redis"], 10)
         click.echo("Stopped.")
 
 
@@ -190,34 +250,9 @@ def _stop_zygote() -> None:
     restarts; `flask up` stops the supervisor for good, so nothing must linger.
     """
     try:
-        from app.runtime import launcher, paths
-    except ImportError:
-        return
-    stop = getattr(launcher, "stop_zygote", None)
-    if stop is None:
-        return
-    try:
-        pid = stop(paths.resolve_path("var/run"), timeout=5)
+        pid = launcher.stop_zygote(paths.resolve_path("var/run"), timeout=5)
     except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens
         click.echo(f"  could not stop the bot zygote: {exc}")
         return
     if pid:
         click.echo(f"  stopped the bot zygote (pid {pid})")
-
-
-def _stop_all(procs: list[Process], grace: float) -> None:
-    """SIGTERM each process group, wait up to `grace` seconds in all, then SIGKILL the rest."""
-    for proc in procs:
-        if proc.popen and proc.popen.poll() is None:
-            os.killpg(proc.popen.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        if proc.popen:
-            try:
-                proc.popen.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                click.echo(f"  {proc.name} did not stop in {grace:.0f} s; killing it")
-                try:
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
