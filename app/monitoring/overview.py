@@ -12,13 +12,14 @@ import logging
 import time
 
 from redis.exceptions import RedisError
-from rq import Worker
 from sqlalchemy import text
 
 from app.extensions import db, redis_store
 from app.monitoring import bot_status, rq_status, system_status
 from app.monitoring.alerts import recent_alerts
 from app.monitoring.gateway_status import gateway_health_summary
+from app.runtime.control import live_hosts
+from app.runtime.hosts import HEARTBEAT_TTL
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ def check_redis() -> dict:
 
 
 def check_workers() -> dict:
-    """At least one RQ worker registered (needs Redis)."""
+    """At least one live RQ worker (needs Redis); a killed one counts as gone at once."""
     try:
-        workers = Worker.all(connection=redis_store.client)
+        workers = rq_status.live_workers()
     except Exception as exc:  # noqa: BLE001
         return {"status": "error", "error": f"cannot list workers: {type(exc).__name__}"}
     if not workers:
@@ -56,16 +57,37 @@ def check_workers() -> dict:
             "queues": sorted({q for w in workers for q in w.queue_names()})}
 
 
+def check_cron() -> dict:
+    """The cron scheduler (`flask cron run`) is alive: a fresh heartbeat and its process."""
+    status = rq_status.cron_status()
+    if status["running"]:
+        return {"status": "ok", "last_heartbeat": status.get("last_heartbeat")}
+    return {"status": "error",
+            "error": status.get("error") or "the cron scheduler's heartbeat is stale"}
+
+
+def check_supervisors() -> dict:
+    """At least one bot supervisor (`flask supervisor run`) sent its heartbeat lately."""
+    hosts = live_hosts()
+    if not hosts:
+        return {"status": "error", "error": f"no bot supervisor heartbeat in the last "
+                                            f"{HEARTBEAT_TTL} s (start: flask supervisor run)"}
+    return {"status": "ok", "hosts": sorted(h.host for h in hosts)}
+
+
 def core_checks() -> dict:
     """Database, Redis and RQ workers: what every health answer starts from."""
     checks = {"database": check_database(), "redis": check_redis()}
-    checks["workers"] = (check_workers() if checks["redis"]["status"] == "ok"
-                         else {"status": "error", "error": "unknown: Redis is down"})
+    redis_up = checks["redis"]["status"] == "ok"
+    for name, check in (("workers", check_workers), ("cron", check_cron),
+                        ("supervisor", check_supervisors)):
+        checks[name] = check() if redis_up else {"status": "error",
+                                                 "error": "unknown: Redis is down"}
     return checks
 
 
 def system_health() -> tuple[dict, bool]:
-    """`/health`: the core checks; (report, healthy)."""
+    """`/health`: database, Redis, RQ workers, cron and bot supervisor; (report, healthy)."""
     checks = core_checks()
     failing = [name for name, c in checks.items() if c["status"] != "ok"]
     report = {"status": "ok" if not failing else "error", "failing": failing, "checks": checks}
@@ -77,10 +99,9 @@ def system_health() -> tuple[dict, bool]:
 
 def detailed_health() -> tuple[dict, bool]:
     """`GET /api/v1/system/health`: host, database, Redis, workers, bots, gateway; (body, ok)."""
-    checks = core_checks()
-    database, redis_, workers = checks["database"], checks["redis"], checks["workers"]
-    if redis_["status"] == "ok":
-        workers["cron"] = rq_status.cron_status()
+    core = core_checks()
+    if core["redis"]["status"] == "ok":
+        core["workers"]["cron"] = rq_status.cron_status()
     host = system_status.current_status(max_age=120)
     host_problems = [f"{name} {host[key]:.0f}%" for name, key in
                      (("memory", "memory_percent"), ("disk", "disk_percent"))
@@ -99,9 +120,9 @@ def detailed_health() -> tuple[dict, bool]:
     gateway = gateway_health_summary()
     gateway_ok = gateway.get("status") in ("healthy", "unknown") and gateway.get(
         "gateway_reachable", True)
-    checks = {"host": host_block, "database": database, "redis": redis_, "workers": workers,
-              "bots": bots, "gateway": {**gateway, "status": gateway.get("status", "unknown")}}
-    failing = [n for n in ("database", "redis", "workers") if checks[n]["status"] != "ok"]
+    checks = {"host": host_block, **core, "bots": bots,
+              "gateway": {**gateway, "status": gateway.get("status", "unknown")}}
+    failing = [n for n in core if checks[n]["status"] != "ok"]
     warnings = [n for n in ("host", "bots") if checks[n]["status"] == "warning"]
     if not gateway_ok:
         warnings.append("gateway")

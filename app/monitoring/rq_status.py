@@ -9,8 +9,10 @@ each one spawned (its status, start and end).
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 
+import psutil
 from redis.exceptions import RedisError
 from rq import Worker
 from rq.cron import CronScheduler, get_cron_job_ids
@@ -79,9 +81,29 @@ def _schedulers() -> list[CronScheduler]:
         return []
 
 
+def process_gone(hostname: str | None, pid: int | None) -> bool:
+    """True when a process registered from this machine no longer runs: its registration in
+    Redis outlives a SIGKILL by minutes, the process table tells the truth at once."""
+    if not pid or hostname != socket.gethostname():
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def live_workers() -> list[Worker]:
+    """Registered RQ workers whose process still runs (as far as this machine can tell)."""
+    return [w for w in Worker.all(connection=redis_store.client)
+            if not process_gone(w.hostname, w.pid)]
+
+
 def cron_status() -> dict:
-    """Whether a cron scheduler (`flask cron run`) is alive, from its heartbeat."""
-    schedulers = _schedulers()
+    """Whether a cron scheduler (`flask cron run`) is alive, from its heartbeat and, on this
+    machine, its process."""
+    schedulers = [s for s in _schedulers() if not process_gone(s.hostname, s.pid)]
     if not schedulers:
         return {"status": "error", "running": False,
                 "error": "no cron scheduler is running (start: flask cron run)"}

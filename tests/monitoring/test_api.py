@@ -84,9 +84,10 @@ def test_statistics_has_the_design_shape(api):
 
 def test_detailed_health_names_every_part(api, app):
     system_status.sample_system()
-    body = api("/api/v1/system/health", status=503)  # no RQ worker in this test
-    assert set(body["checks"]) == {"host", "database", "redis", "workers", "bots", "gateway"}
-    assert body["failing"] == ["workers"]
+    body = api("/api/v1/system/health", status=503)  # no worker, cron or supervisor here
+    assert set(body["checks"]) == {"host", "database", "redis", "workers", "cron", "supervisor",
+                                   "bots", "gateway"}
+    assert body["failing"] == ["workers", "cron", "supervisor"]
     assert body["checks"]["database"]["status"] == "ok"
     assert body["checks"]["host"]["memory_percent"] > 0
     assert body["checks"]["bots"]["status"] == "unknown"

@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from app.extensions import redis_store
+from app.runtime.launcher import stop_zygote
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env(app_config) -> dict:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+            "DATABASE_URL": app_config["SQLALCHEMY_DATABASE_URI"],
+            "REDIS_URL": app_config["REDIS_URL"], "BTCW_CONFIG_DIR": app_config["CONFIG_DIR"],
+            "BTCW_VAR_DIR": app_config["VAR_DIR"], "SECRET_KEY": app_config["SECRET_KEY"]}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # a warm shutdown; one blocked in Redis may need the kill
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture
-def rq_worker(app, app_config):
-    """A real RQ worker process registered on the test Redis."""
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "rq.cli", "worker", "--url", app_config["REDIS_URL"], "default"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    from rq import Worker
-
-    deadline = time.monotonic() + 20
-    while not Worker.all(connection=redis_store.client) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield proc
-    proc.terminate()  # a warm shutdown; an idle worker blocked in Redis may need the kill
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+def control_plane(app, app_config, client):
+    """The real RQ worker, cron scheduler and bot supervisor, as `make run` starts them."""
+    flask = [str(BIN / "flask"), "--app", "app"]
+    procs = {name: subprocess.Popen([*flask, *argv], cwd=ROOT, env=_env(app_config),  # noqa: S603
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, argv in (("workers", ["worker", "default"]), ("cron", ["cron", "run"]),
+                                ("supervisor", ["supervisor", "run"]))}
+    deadline = time.monotonic() + 60
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/health").get_json()
+        time.sleep(0.3)
+    yield procs
+    for proc in procs.values():
+        _stop(proc)
+    stop_zygote(Path(app_config["VAR_DIR"]) / "run")
 
 
-def test_health_ok_with_everything_up(client, rq_worker):
+def test_health_ok_with_everything_up(client, control_plane):
     response = client.get("/health")
     body = response.get_json()
     assert response.status_code == 200, body
@@ -41,10 +60,23 @@ def test_health_ok_with_everything_up(client, rq_worker):
     assert body["checks"]["workers"]["count"] >= 1
 
 
+@pytest.mark.parametrize("part", ["workers", "cron", "supervisor"])
+def test_health_names_a_part_killed_with_sigkill_within_15_s(client, control_plane, part):
+    control_plane[part].kill()
+    control_plane[part].wait(10)
+    killed = time.monotonic()
+    while client.get("/health").status_code == 200:
+        assert time.monotonic() - killed < 15, f"/health still ok after {part} died"
+        time.sleep(0.2)
+    body = client.get("/health").get_json()
+    assert body["failing"] == [part], body
+    assert body["checks"][part]["error"]
+
+
 def test_health_without_workers_is_503_naming_workers(client):
     response = client.get("/health")
     assert response.status_code == 503
-    assert response.get_json()["failing"] == ["workers"]
+    assert response.get_json()["failing"] == ["workers", "cron", "supervisor"]
 
 
 def test_health_with_redis_down_is_503_naming_redis(client, redis_server):
