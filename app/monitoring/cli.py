@@ -8,7 +8,7 @@ import click
 from flask.cli import AppGroup
 
 from app.extensions import db
-from app.monitoring import capacity
+from app.monitoring import capacity, overview
 from app.monitoring.bot_status import cached_status, sweep_strategies
 from app.monitoring.gateway_status import check_gateway
 from app.monitoring.system_status import sample_system
@@ -19,6 +19,27 @@ monitoring_cli = AppGroup("monitoring", help="Host status, bot health, stalls an
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+@monitoring_cli.command("health")
+@click.option("--part", type=click.Choice(["database", "redis", "workers", "cron", "supervisor"]),
+              default=None, help="Check one part only (a container's healthcheck).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def health_command(part: str | None, as_json: bool) -> None:
+    """What /health says: database, Redis, RQ workers, cron and bot supervisor; exit 1 if any
+    (or the --part) is failing."""
+    report, ok = overview.system_health()
+    checks = report["checks"]
+    if part:
+        checks = {part: checks[part]}
+        ok = checks[part]["status"] == "ok"
+    if as_json:
+        _echo_json({"status": "ok" if ok else "error", "checks": checks})
+    else:
+        for name, check in checks.items():
+            click.echo(f"{name:11} {check['status']:6} {check.get('error', '')}".rstrip())
+    if not ok:
+        raise SystemExit(1)
 
 
 @monitoring_cli.command("sweep")

@@ -119,3 +119,26 @@ def test_requirements_cover_the_fixed_stack():
                  "gunicorn", "gevent", "requests", "psutil", "rq", "redis", "freqtrade"):
         assert re.search(rf"^{re.escape(name)}\b", reqs, re.M), name
     importlib.import_module("htmx_flask")
+
+
+def test_every_long_running_service_restarts_and_has_a_healthcheck(compose, app):
+    for name, service in compose["services"].items():
+        if name == "migrate":
+            assert service["restart"] == "no"
+            continue
+        assert service["restart"] == "unless-stopped", name
+        check = service.get("healthcheck", {}).get("test")
+        if name == "nginx":
+            continue
+        assert check and check[0] in ("CMD", "CMD-SHELL"), name
+        if check[1] == "flask":
+            _check_command(check[1:], app)
+    redis = compose["services"]["redis"]["command"]
+    assert "--appendonly" in redis and "everysec" in redis  # queued jobs survive a restart
+
+
+def test_the_health_command_exits_1_naming_the_failing_part(runner):
+    result = runner.invoke(args=["monitoring", "health", "--part", "workers"])
+    assert result.exit_code == 1 and "workers" in result.output and "error" in result.output
+    result = runner.invoke(args=["monitoring", "health", "--part", "database", "--json"])
+    assert result.exit_code == 0 and '"status": "ok"' in result.output
