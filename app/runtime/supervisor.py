@@ -528,6 +528,7 @@ class Supervisor:
                     if strategy is not None:
                         strategy.status = "stopping"
                         db.session.commit()
+                    strategy = _without_connection(strategy)
                     how = self.launcher.stop(pid, strategy)
                 self._finish_stopped(strategy_id, f"{reason} (pid {pid} {how})" if pid else reason,
                                      in_context=True)
@@ -549,6 +550,7 @@ class Supervisor:
                         strategy.status = "stopping"
                         strategy.status_message = "restarting"
                         db.session.commit()
+                    strategy = _without_connection(strategy)
                     self.launcher.stop(pid, strategy)
                 PortPool.from_app().release(strategy_id)
                 with self._lock:
@@ -690,3 +692,15 @@ class Supervisor:
             redis_store.client.publish(EVENTS_CHANNEL, json.dumps(payload))
         except RedisError:
             pass
+
+
+def _without_connection(strategy: Strategy | None) -> Strategy | None:
+    """The row, loaded and detached, with the session's connection back in the pool: a bot's
+    stop waits up to its shutdown timeout, and stopping many at once must not hold one database
+    connection each (the pool has far fewer)."""
+    if strategy is not None:
+        db.session.refresh(strategy)
+        db.session.expunge(strategy)
+    db.session.close()
+    return strategy
+

@@ -231,6 +231,32 @@ def test_stop_and_restart(world):
     assert events(strategy.id)[-1] == "stopped"
 
 
+def test_stopping_many_bots_at_once_holds_no_connection_while_they_stop(world, app):
+    """Twenty slow stops at once (each waits on its bot) finish with the pool's few connections."""
+    from app.extensions import db
+    from app.runtime import control
+
+    supervisor, launcher, _ = world
+    ids = [start(supervisor, make_strategy(f"mass-{n}").id).id for n in range(20)]
+    checked_out = []
+    real_stop = launcher.stop
+
+    def slow_stop(pid, strategy=None, timeout=None):
+        assert strategy.api_username and strategy.port  # the real stop asks the bot's API first
+        time.sleep(0.3)
+        checked_out.append(db.engine.pool.checkedout())
+        time.sleep(0.3)  # a bot taking its time to exit
+        return real_stop(pid, strategy, timeout)
+
+    launcher.stop = slow_stop
+    for strategy_id in ids:
+        control.request_stop(strategy_id)
+        supervisor.handle_command({"action": "stop", "strategy_id": strategy_id})
+    settle(supervisor, timeout=60)
+    assert [row(i).status for i in ids] == ["stopped"] * 20
+    assert max(checked_out) <= 2, checked_out  # not one connection per stopping bot
+
+
 def test_a_lost_command_is_carried_out_by_the_reconcile(world):
     from app.runtime import control
 
