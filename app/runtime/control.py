@@ -325,3 +325,56 @@ def wait_for_status(strategy_id: int, statuses: Iterable[str] | str, timeout: fl
                 f"strategy {strategy_id} is {strategy.status!r} ({strategy.status_message}) "
                 f"after {timeout:.0f}s, expected one of {sorted(wanted)}")
         time.sleep(poll)
+
+
+# -------------------------------------------------------------------------- reconciling
+
+# Grace beyond the configured timeouts before a transitional state counts as stuck.
+TRANSITION_GRACE = 60
+
+
+def reconcile_transitions(now=None) -> list[dict]:
+    """Turn a `starting` or `stopping` that outlived its timeout (a supervisor that died, a
+    command lost with Redis) into the real state: `running` when the bot answers, else
+    `stopped` (a wanted bot is started again by its host's supervisor when that one runs).
+    Each change gets an event; returns what changed."""
+    now = now or utcnow()
+    freqtrade = current_settings().system.freqtrade
+    limits = {"starting": freqtrade.startup_timeout + TRANSITION_GRACE,
+              "stopping": freqtrade.shutdown_timeout + TRANSITION_GRACE}
+    rows = list(db.session.scalars(select(Strategy).where(
+        Strategy.deleted_at.is_(None), Strategy.status.in_(tuple(limits)))))
+    if not rows:
+        return []
+    last_event = dict(db.session.execute(
+        select(StrategyEvent.strategy_id, func.max(StrategyEvent.created_at))
+        .where(StrategyEvent.strategy_id.in_([s.id for s in rows]))
+        .group_by(StrategyEvent.strategy_id)).all())
+    changed = []
+    for strategy in rows:
+        since = max(t for t in (last_event.get(strategy.id), strategy.updated_at) if t)
+        waited = (now - since).total_seconds()
+        if waited < limits[strategy.status]:
+            continue
+        was = strategy.status
+        answers = False
+        if strategy.port and strategy.host:
+            try:
+                answers = BotClient.for_strategy(strategy, timeout=3).ping(timeout=3)
+            except BotError:
+                answers = False
+        if answers:
+            strategy.status, message = "running", (
+                f"Was {was} for {waited:.0f} s; the bot answers, so it is running.")
+        else:
+            strategy.status, message = "stopped", (
+                f"Was {was} for {waited:.0f} s with no bot answering (is the supervisor of "
+                f"{strategy.host or 'its host'} running?); marked stopped.")
+            strategy.pid = None
+            strategy.stopped_at = now
+        strategy.status_message = message
+        record_event(strategy.id, "reconciled", message)
+        changed.append({"strategy_id": strategy.id, "from": was, "to": strategy.status})
+        log.warning("strategy %s: %s", strategy.id, message)
+    db.session.commit()
+    return changed

@@ -29,6 +29,7 @@ PERIODIC_JOBS: list[tuple[str, str, Interval, int]] = [
      lambda s: s.system.monitoring.capacity_interval, 120),
     ("app.tasks.gateway.check_routes", "monitoring",
      lambda s: s.system.monitoring.gateway_health_interval, 120),
+    ("app.tasks.runtime.reconcile_transitions", "monitoring", 30, 120),
 ]
 
 
