@@ -165,6 +165,26 @@ def app(_session_app):
 
 
 @pytest.fixture
+def system_settings(app):
+    """Override keys of one system.yml section for one test:
+    system_settings("security", max_login_attempts=3)."""
+    import dataclasses
+
+    holder = app.extensions["btcw_settings"]
+    original = holder.settings
+
+    def override(section: str, **changes):
+        system = holder.settings.system
+        part = dataclasses.replace(getattr(system, section), **changes)
+        holder.settings = dataclasses.replace(
+            holder.settings, system=dataclasses.replace(system, **{section: part}))
+        return holder.settings
+
+    yield override
+    holder.settings = original
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -3,7 +3,6 @@ threshold (unattended operation, security item 1)."""
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,21 +12,6 @@ from tests.conftest import PASSWORD
 
 # The count is one statement on either database (an upsert with RETURNING).
 pytestmark = pytest.mark.both_databases
-
-
-@pytest.fixture
-def security(app):
-    """Override system.security keys for one test."""
-    holder = app.extensions["btcw_settings"]
-    original = holder.settings
-
-    def override(**changes):
-        system = original.system
-        holder.settings = dataclasses.replace(original, system=dataclasses.replace(
-            system, security=dataclasses.replace(system.security, **changes)))
-
-    yield override
-    holder.settings = original
 
 
 @pytest.fixture
@@ -60,8 +44,8 @@ def test_a_burst_of_parallel_guesses_gets_only_the_allowed_checks(app, user, che
     assert service.authenticate("alice", PASSWORD, source="198.51.100.1").user is not None
 
 
-def test_failures_from_many_addresses_lock_the_whole_account(app, user, security):
-    security(account_lockout_attempts=8)
+def test_failures_from_many_addresses_lock_the_whole_account(app, user, system_settings):
+    system_settings("security", account_lockout_attempts=8)
     for n in range(8):
         result = service.authenticate("alice", "wrong-guess!", source=f"192.0.2.{n}")
     assert result.locked_until is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -53,17 +52,6 @@ def standin():
 
 
 @pytest.fixture
-def monitoring_settings(app):
+def monitoring_settings(system_settings):
     """Override system.monitoring keys for one test: monitoring_settings(stall_minutes=1)."""
-    holder = app.extensions["btcw_settings"]
-    original = holder.settings
-
-    def override(**changes):
-        system = original.system
-        monitoring = dataclasses.replace(system.monitoring, **changes)
-        holder.settings = dataclasses.replace(
-            original, system=dataclasses.replace(system, monitoring=monitoring))
-        return holder.settings
-
-    yield override
-    holder.settings = original
+    return lambda **changes: system_settings("monitoring", **changes)
