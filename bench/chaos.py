@@ -212,11 +212,27 @@ def count(stack: Stack, strategy_id: int, candles: list[str]) -> tuple[int, int,
     return rows[0]
 
 
+def drain(stack: Stack, strategy_id: int, seconds: float) -> str:
+    """Wait until every stored signal of the strategy has its notification decided (the RQ
+    worker works the backlog the load left); say how long it took."""
+    started = time.monotonic()
+    query = ("SELECT COUNT(*) FROM signals s LEFT JOIN notifications n ON n.signal_id = s.id "
+             "WHERE s.strategy_id = ? AND s.priority != 'IGNORE' AND n.id IS NULL")
+    while time.monotonic() - started < seconds:
+        left = stack.db(query, (strategy_id,))[0][0]
+        if not left:
+            return f"{time.monotonic() - started:.0f} s after the load stopped"
+        time.sleep(2)
+    return f"not within {seconds:.0f} s: {stack.db(query, (strategy_id,))[0][0]} still waiting"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--settle", type=float, default=20.0,
                         help="seconds of steady load after each recovery")
+    parser.add_argument("--drain", type=float, default=600,
+                        help="seconds to wait for the notification backlog at the end")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="btcw-chaos-"))
     stack = Stack(base)
@@ -241,7 +257,7 @@ def main() -> None:
     finally:
         poster.stop_now.set()
         poster.join(30)
-        time.sleep(max(args.settle, 20))  # the outbox sweeper and notifications catch up
+        drained = drain(stack, target, args.drain)
         print(f"\n{'killed':16} {'healthy':>8} {'sent':>6} {'stored':>7} {'published':>10} "
               f"{'notified':>9} {'other bots kept pid':>20}")
         for kind, seconds, kept, others in rows:
@@ -251,7 +267,8 @@ def main() -> None:
                   f"{notified:9} {f'{kept}/{others}':>20}")
         total = [c for w in poster.windows.values() for c in w]
         stored, published, notified = count(stack, target, total)
-        print(f"\nin all: {len(total)} signals sent ({poster.attempts} attempts), {stored} stored,"
+        print(f"\nnotification decisions caught up {drained}")
+        print(f"in all: {len(total)} signals sent ({poster.attempts} attempts), {stored} stored,"
               f" {published} published, {notified} notified, {poster.duplicates} answered as "
               f"duplicates, {len(total) - len(set(total))} sent twice")
         stack.stop()
