@@ -279,10 +279,21 @@ def request_reload_config(strategy_id: int) -> dict:
             f"Strategy {strategy.name} is not running ({strategy.status}); start it instead.")
 
     write_bot_files(strategy, strategy.port, strategy.host)
+    client = BotClient.for_strategy(strategy)
     try:
-        reply = BotClient.for_strategy(strategy).reload_config()
+        reply = client.reload_config()
     except BotError as exc:
         raise BotCommandError(f"Reload of {strategy.name} failed: {exc.message}") from exc
+    # FreqTrade reloads on its next loop: its API goes away and a new one comes up. Answer when
+    # the bot runs again, so the next call finds it (bounded by the startup timeout).
+    deadline = time.monotonic() + current_settings().system.freqtrade.startup_timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("show_config", timeout=2).get("state") == "running":
+                break
+        except BotError:
+            pass
+        time.sleep(0.25)
     record_event(strategy.id, "config_reloaded", "", strategy.pid)
     db.session.commit()
     return reply
