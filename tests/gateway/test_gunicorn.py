@@ -25,7 +25,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.fakes import DyingBot, sleepy_bot
 from tests.gateway.test_proxy import masked, steady
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_healthy
 
 pytestmark = pytest.mark.bots
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,16 +43,7 @@ def gunicorn_gateway(bots_world, gateway_config_dir, gateway_app, demo_bots):
          "--graceful-timeout", "5", *gunicorn_flags(), "wsgi:gateway()"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            break
-    else:
+    if not wait_healthy(url, 30, proc) and proc.poll() is None:
         proc.kill()
         pytest.fail("gunicorn gateway did not come up")
     if proc.poll() is not None:

@@ -30,6 +30,23 @@ def wait_port(port: int, seconds: float = 15.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {seconds}s")
 
 
+def wait_healthy(url: str, seconds: float, proc: subprocess.Popen | None = None) -> bool:
+    """Wait until `url`/health answers 200 (False after `seconds`, or as soon as `proc` exits)."""
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
 class RedisServer:
     """redis-server on a free loopback port in a temp folder."""
 

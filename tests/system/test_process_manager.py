@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from config import yaml_io
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -60,15 +60,7 @@ def stack(tmp_path, config_dir):
     up = subprocess.Popen([*flask, "up", "--no-demo"], cwd=ROOT, env=env,  # noqa: S603
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{web_port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    else:
+    if not wait_healthy(url, 90, up):
         up.kill()
         pytest.fail("the stack did not become healthy: " + (up.stdout.read() or ""))
     yield {"up": up, "var": var, "url": url, "env": env,
