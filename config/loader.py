@@ -75,6 +75,10 @@ class MonitoringSettings:
     # seconds per bot API call in the status sweep, and bots probed at once by it
     status_timeout: Annotated[StrictFloat, Field(ge=0.1, le=60)] = 6.0
     status_concurrency: Annotated[StrictInt, Field(ge=1, le=1000)] = 64
+    # a worker, cron, supervisor or Redis down this long raises a P0 alert (and its return one)
+    part_down_alert_after: Annotated[StrictFloat, Field(ge=0, le=3600)] = 15.0
+    # /health fails when the oldest job waiting in a queue has waited longer than this
+    queue_wait_limit: Annotated[StrictInt, Field(ge=5, le=86400)] = 120
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from redis.exceptions import RedisError
+from rq import Retry
 from sqlalchemy import select
 
 from app.clock import utcnow
@@ -20,8 +21,9 @@ SEVERITIES = ("info", "warning", "critical")
 
 
 def raise_alert(kind: str, message: str, severity: str = "warning",
-                strategy_id: int | None = None, source: str = "") -> Alert:
-    """Record an alert and hand it to notifications (later, if Redis is down)."""
+                strategy_id: int | None = None, source: str = "", dispatch: bool = True) -> Alert:
+    """Record an alert and hand it to notifications (later, if Redis is down); with
+    dispatch=False the caller delivers it itself (the watchdog, when the worker may be dead)."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}")
     alert = Alert(kind=kind, message=message, severity=severity, strategy_id=strategy_id,
@@ -29,7 +31,8 @@ def raise_alert(kind: str, message: str, severity: str = "warning",
     db.session.add(alert)
     db.session.commit()
     log.warning("alert %s [%s]: %s", kind, severity, message)
-    dispatch_alert(alert.id)
+    if dispatch:
+        dispatch_alert(alert.id)
     return alert
 
 
@@ -38,7 +41,7 @@ def dispatch_alert(alert_id: int) -> bool:
     try:
         redis_store.queue("notifications").enqueue(
             "app.tasks.notifications.notify_alert", alert_id, job_id=f"alert-{alert_id}",
-            job_timeout=120,
+            job_timeout=120, retry=Retry(max=3, interval=[2, 10, 30]),  # idempotent per alert
         )
     except RedisError as exc:
         log.warning("alert %s not dispatched yet (Redis: %s)", alert_id, exc)

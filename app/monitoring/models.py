@@ -29,3 +29,15 @@ class Alert(db.Model):
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, index=True)
     resolved_at = db.Column(db.DateTime)
     dispatched_at = db.Column(db.DateTime, index=True)
+
+
+class SystemPart(db.Model):
+    """The last state the watchdog saw of one part of the control plane (worker, cron, …): the
+    conditional UPDATE of `status` decides who raises the alert when several watchers see it."""
+
+    __tablename__ = "system_parts"
+
+    name = db.Column(db.String(64), primary_key=True)  # workers | cron | supervisor | redis
+    status = db.Column(db.String(8), nullable=False, default="up")  # up | down
+    since = db.Column(db.DateTime, nullable=False, default=utcnow)
+    detail = db.Column(db.Text, nullable=False, default="")

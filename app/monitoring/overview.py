@@ -18,8 +18,9 @@ from app.extensions import db, redis_store
 from app.monitoring import bot_status, rq_status, system_status
 from app.monitoring.alerts import recent_alerts
 from app.monitoring.gateway_status import gateway_health_summary
-from app.runtime.control import live_hosts
+from app.runtime.control import live_hosts, registered_hosts
 from app.runtime.hosts import HEARTBEAT_TTL
+from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,27 @@ def check_redis() -> dict:
 
 
 def check_workers() -> dict:
-    """At least one live RQ worker (needs Redis); a killed one counts as gone at once."""
+    """At least one live RQ worker (a killed one counts as gone at once), and no job waiting in
+    a queue longer than system.monitoring.queue_wait_limit (workers alive but not working)."""
     try:
         workers = rq_status.live_workers()
+        oldest = rq_status.oldest_queued()
     except Exception as exc:  # noqa: BLE001
         return {"status": "error", "error": f"cannot list workers: {type(exc).__name__}"}
+    wait = {"oldest_queued_seconds": oldest["seconds"], "oldest_queued_job": oldest["job"],
+            "oldest_queued_queue": oldest["queue"]}
     if not workers:
-        return {"status": "error", "error": "no RQ worker is running (start: flask worker)"}
-    return {"status": "ok", "count": len(workers),
-            "queues": sorted({q for w in workers for q in w.queue_names()})}
+        return {"status": "error", "error": "no RQ worker is running (start: flask worker)",
+                **wait}
+    limit = current_settings().system.monitoring.queue_wait_limit
+    body = {"count": len(workers), "queues": sorted({q for w in workers for q in w.queue_names()}),
+            **wait}
+    if oldest["seconds"] > limit:
+        return {"status": "error", **body,
+                "error": f"job {oldest['job']} has waited {oldest['seconds']:.0f} s in the "
+                         f"{oldest['queue']} queue (limit {limit} s): the workers are stuck "
+                         f"or too few"}
+    return {"status": "ok", **body}
 
 
 def check_cron() -> dict:
@@ -67,12 +80,21 @@ def check_cron() -> dict:
 
 
 def check_supervisors() -> dict:
-    """At least one bot supervisor (`flask supervisor run`) sent its heartbeat lately."""
-    hosts = live_hosts()
-    if not hosts:
-        return {"status": "error", "error": f"no bot supervisor heartbeat in the last "
-                                            f"{HEARTBEAT_TTL} s (start: flask supervisor run)"}
-    return {"status": "ok", "hosts": sorted(h.host for h in hosts)}
+    """Every registered bot supervisor (`flask supervisor run`, one per host) sent its
+    heartbeat lately; a host leaves the register only when its supervisor stops cleanly."""
+    live = {h.host for h in live_hosts()}
+    registered = registered_hosts() | live
+    hosts = {host: "ok" if host in live else "silent" for host in sorted(registered)}
+    silent = [host for host, state in hosts.items() if state != "ok"]
+    if not live:
+        return {"status": "error", "hosts": hosts,
+                "error": f"no bot supervisor heartbeat in the last {HEARTBEAT_TTL} s "
+                         f"(start: flask supervisor run)"}
+    if silent:
+        return {"status": "error", "hosts": hosts,
+                "error": f"no heartbeat in the last {HEARTBEAT_TTL} s from the supervisor of "
+                         f"{', '.join(silent)}"}
+    return {"status": "ok", "hosts": hosts}
 
 
 def core_checks() -> dict:

@@ -17,7 +17,9 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.cron import CronScheduler, get_cron_job_ids
 from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from app.extensions import redis_store
 from app.system.settings import current_settings
@@ -69,6 +71,62 @@ def queues() -> list[dict]:
             "finished": queue.finished_job_registry.count,
         })
     return rows
+
+
+def oldest_queued() -> dict:
+    """The job that has waited longest in any BTC Watcher queue: {"queue", "job", "seconds"}
+    (seconds 0 when every queue is empty). A growing wait means nothing is taking jobs."""
+    oldest = {"queue": None, "job": None, "seconds": 0.0}
+    now = datetime.now(UTC)
+    for queue in redis_store.queues():
+        for job_id in queue.get_job_ids(0, 1):  # (offset, length)
+            job = queue.fetch_job(job_id)
+            enqueued = job.enqueued_at if job is not None else None
+            if enqueued is None:
+                continue
+            if enqueued.tzinfo is None:
+                enqueued = enqueued.replace(tzinfo=UTC)
+            waited = max((now - enqueued).total_seconds(), 0.0)
+            if waited > oldest["seconds"]:
+                oldest = {"queue": queue.name, "job": job_id, "seconds": round(waited, 1)}
+    return oldest
+
+
+def recover_abandoned_jobs() -> list[str]:
+    """Hand the jobs of dead workers back to RQ's own recovery at once.
+
+    A job whose worker was killed stays in the queue's started registry until its heartbeat
+    lease (about 90 s) runs out; RQ then retries it (when it has retries left) or fails it with
+    AbandonedJobError. Executions whose worker is no longer registered, or whose process is gone
+    from this machine, have their lease ended now, and the registry's cleanup does the rest.
+    Returns the ids of the jobs handed back."""
+    client = redis_store.client
+    running: dict[str, list[tuple[str, str]]] = {}
+    for queue in redis_store.queues():
+        registry = StartedJobRegistry(queue.name, connection=client)
+        for entry in client.zrange(registry.key, 0, -1):
+            key = entry.decode() if isinstance(entry, bytes) else entry
+            execution = Execution.from_composite_key(key, client)
+            try:
+                execution.refresh()
+            except ValueError:  # its record expired: the lease is as good as over
+                execution.worker_name = ""
+            running.setdefault(queue.name, []).append((key, execution.worker_name))
+    # Read after the registries: a worker registers before it takes a job, so every execution
+    # seen above belongs to a worker that is in this list unless it died.
+    live = {w.name for w in live_workers()}
+    recovered = []
+    for name, executions in running.items():
+        ended = [key for key, worker in executions if worker not in live]
+        if ended:
+            registry = StartedJobRegistry(name, connection=client)
+            client.zadd(registry.key, dict.fromkeys(ended, 0), xx=True)
+            registry.cleanup()
+            recovered += [registry.parse_job_id(k) for k in ended]
+    if recovered:
+        log.warning("jobs of dead workers handed back to RQ (retried or failed): %s",
+                    ", ".join(recovered))
+    return recovered
 
 
 def _schedulers() -> list[CronScheduler]:

@@ -11,6 +11,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from app.extensions import redis_store
+from app.monitoring.watchdog import Watchdog
 from app.runtime import hosts
 from app.runtime.supervisor import Supervisor
 
@@ -28,7 +29,9 @@ def supervisor_run(host: str | None, keep_bots: bool, log_level: str) -> None:
     """Start, watch, restart and stop this host's bots until SIGTERM/Ctrl-C."""
     logging.basicConfig(level=getattr(logging, log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    supervisor = Supervisor(current_app._get_current_object(), host=host, keep_bots=keep_bots)
+    watchdog = Watchdog(watcher="supervisor")
+    supervisor = Supervisor(current_app._get_current_object(), host=host, keep_bots=keep_bots,
+                            on_tick=watchdog.maybe_run)
     click.echo(f"Supervisor of {supervisor.host} running (Ctrl-C stops it and its bots).")
     supervisor.run()
 
@@ -54,3 +57,16 @@ def supervisor_status(as_json: bool) -> None:
         click.echo(f"{row['host']:15} pid {row['pid']:<7} bots {row['running']:<4} "
                    f"free {row['free_memory'] / 2**30:6.2f} GiB  queued {row['queued_commands']}  "
                    f"seen {row['age_seconds']} s ago")
+
+
+@supervisor_cli.command("forget")
+@click.argument("host")
+def supervisor_forget(host: str) -> None:
+    """Take a host that is gone for good out of the register (/health stops naming it)."""
+    client = redis_store.client
+    if host not in hosts.registered_hosts(client):
+        raise click.ClickException(f"no supervisor host named {host!r} is registered")
+    if any(info.host == host for info in hosts.live_hosts(client)):
+        raise click.ClickException(f"the supervisor of {host} is alive; stop it first")
+    hosts.clear_heartbeat(client, host)
+    click.echo(f"Forgot supervisor host {host}.")

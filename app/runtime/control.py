@@ -132,6 +132,14 @@ def live_hosts() -> list[hosts.HostInfo]:
         return []
 
 
+def registered_hosts() -> set[str]:
+    """Hosts whose supervisor registered and did not stop cleanly (empty if Redis is down)."""
+    try:
+        return hosts.registered_hosts(redis_store.client)
+    except RedisError:
+        return set()
+
+
 def choose_host() -> tuple[str, bool]:
     """The host for a new bot: room for the most bots by real free memory, then fewest bots.
 

@@ -97,9 +97,14 @@ def clear_heartbeat(client: redis.Redis, host: str) -> None:
     pipe.execute()
 
 
+def registered_hosts(client: redis.Redis) -> set[str]:
+    """Every host in the register, live or not."""
+    return {h.decode() if isinstance(h, bytes) else h for h in client.smembers(HOSTS_KEY)}
+
+
 def live_hosts(client: redis.Redis) -> list[HostInfo]:
     """Hosts whose supervisor sent a heartbeat within the TTL, most free memory first."""
-    hosts = sorted(h.decode() if isinstance(h, bytes) else h for h in client.smembers(HOSTS_KEY))
+    hosts = sorted(registered_hosts(client))
     if not hosts:
         return []
     values = client.mget([heartbeat_key(h) for h in hosts])

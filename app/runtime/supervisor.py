@@ -71,7 +71,8 @@ class Supervisor:
 
     def __init__(self, app: Flask, host: str | None = None, launcher: Launcher | None = None,
                  clock: Callable[[], float] = time.monotonic, keep_bots: bool = False,
-                 max_parallel_starts: int | None = None):
+                 max_parallel_starts: int | None = None,
+                 on_tick: Callable[[], object] | None = None):
         self.app = app
         with app.app_context():
             settings = current_settings().system
@@ -81,6 +82,7 @@ class Supervisor:
                                       settings.runtime.backoff_max_seconds, clock=clock)
             self.launcher = launcher or make_launcher(self.host)  # system.runtime.launcher
         self.clock = clock
+        self.on_tick = on_tick  # the entry point's extra check each pass (the watchdog)
         self.keep_bots = keep_bots
         self.bots: dict[int, Bot] = {}
         self._lock = threading.RLock()
@@ -132,6 +134,12 @@ class Supervisor:
         self.restart_due()
         self.reconcile()
         self.heartbeat()
+        if self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception:
+                log.exception("supervisor: the per-pass check failed; continuing")
+                db.session.rollback()
 
     def _take_commands(self, wait: float) -> None:
         """Handle queued commands, waiting up to `wait` seconds for the first one."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from sqlalchemy import select, update
 
@@ -43,6 +43,9 @@ CHANNEL = "btcw:signals"
 NOTIFY_JOB = "app.tasks.notifications.notify_signal"
 NOTIFY_QUEUE = "notifications"
 NOTIFY_TIMEOUT = 120
+# The notification decision is idempotent per signal: a job whose worker died mid-run (or that
+# failed on a passing error) is run again by RQ rather than left failed.
+NOTIFY_RETRY = Retry(max=3, interval=[2, 10, 30])
 REDIS_BACKOFF_SECONDS = 3.0  # after a Redis error, the receiver leaves delivery to the sweeper
 SWEEP_MIN_AGE = 10.0
 NOTE_CHARS = 160
@@ -68,7 +71,7 @@ def _notify_queue() -> Queue:
 def _enqueue_notify(signal_id: int, pipeline=None, unique: bool = False) -> None:
     _notify_queue().enqueue_call(
         NOTIFY_JOB, args=(signal_id,), job_id=notify_job_id(signal_id), timeout=NOTIFY_TIMEOUT,
-        pipeline=pipeline, unique=unique,
+        pipeline=pipeline, unique=unique, retry=NOTIFY_RETRY,
     )
 
 

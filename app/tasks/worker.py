@@ -7,10 +7,12 @@ import signal
 import time
 
 from flask import Flask
+from redis.exceptions import RedisError
 from rq import Worker
 from rq.cron import CronScheduler
 
 from app.extensions import db, redis_store
+from app.monitoring.watchdog import Watchdog
 from app.system.settings import current_settings, refresh_if_changed
 from app.tasks import PERIODIC_JOBS, interval_of
 
@@ -58,7 +60,10 @@ def build_scheduler() -> tuple[CronScheduler, tuple]:
 
 
 def run_cron(app: Flask, max_seconds: float | None = None) -> None:
-    """Enqueue periodic jobs when due; rebuild the table when a config reload changes intervals."""
+    """Enqueue periodic jobs when due; rebuild the table when a config reload changes intervals.
+
+    The loop also runs the watchdog (alerts about dead workers and supervisors, delivered from
+    here because the worker may be the dead part) and rides out a Redis restart."""
     stop = {"now": False}
 
     def _stop(*_):
@@ -66,22 +71,37 @@ def run_cron(app: Flask, max_seconds: float | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    scheduler, signature = build_scheduler()
-    scheduler.register_birth()
+    watchdog = Watchdog(watcher="cron")
+    scheduler, signature = None, None
     started = time.monotonic()
     try:
         while not stop["now"]:
-            refresh_if_changed()
-            if schedule_signature() != signature:
-                log.info("periodic job intervals changed, rebuilding the schedule")
-                scheduler.register_death()
-                scheduler, signature = build_scheduler()
-                scheduler.register_birth()
-            if scheduler.enqueue_jobs():
-                scheduler.save()
-            scheduler.heartbeat()
+            sleep = 1.0
+            try:
+                refresh_if_changed()
+                if scheduler is None or schedule_signature() != signature:
+                    if scheduler is not None:
+                        log.info("periodic job intervals changed, rebuilding the schedule")
+                        scheduler.register_death()
+                    scheduler, signature = build_scheduler()
+                    scheduler.register_birth()
+                if scheduler.enqueue_jobs():
+                    scheduler.save()
+                scheduler.heartbeat()
+                sleep = min(max(scheduler.calculate_sleep_interval(), 0.2), 1.0)
+            except RedisError as exc:
+                log.warning("cron: Redis unavailable (%s); retrying", exc)
+            try:
+                watchdog.maybe_run()
+            except Exception:
+                log.exception("cron: the watchdog pass failed; continuing")
+                db.session.rollback()
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 break
-            time.sleep(min(max(scheduler.calculate_sleep_interval(), 0.2), 1.0))
+            time.sleep(sleep)
     finally:
-        scheduler.register_death()
+        if scheduler is not None:
+            try:
+                scheduler.register_death()
+            except RedisError:
+                pass

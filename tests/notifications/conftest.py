@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from config.loader import ChannelSettings
+from config import yaml_io
+from config.loader import ChannelSettings, load_settings
 from tests.notifications.receivers import HttpReceiver, SmtpReceiver
 
 ZONE = "Asia/Shanghai"
@@ -162,3 +164,33 @@ def smtp_channel(receiver: SmtpReceiver, **values) -> ChannelSettings:
 
 
 INBOX = ChannelSettings(type="inbox")
+
+
+@pytest.fixture
+def worker_world(app, app_config, config_dir, var_dir, tmp_path, http_receiver):
+    """A config folder whose notifications.yml sends P0 to a webhook on the receiver at any
+    hour; this process uses it too. Yields (env for a worker subprocess, log path)."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    for name in ("system.yml", "proxy.yml"):
+        (folder / name).write_text((config_dir / name).read_text())
+    section = {
+        "channels": {"inbox": {"type": "inbox"},
+                     "hook": {"type": "webhook", "webhook_url": f"{http_receiver.url}/hook",
+                              "timeout": 3, "retry_backoff": 0.5, "max_attempts": 5}},
+        "priorities": {"P0": {"name": "Immediate", "delay_seconds": 0, "channels": ["hook"]}},
+        "time_slots": {"always": {"start_time": "00:00", "end_time": "00:00",
+                                  "enabled_priorities": ["P0", "P1", "P2"],
+                                  "enabled_channels": ["all"]}},
+    }
+    (folder / "notifications.yml").write_text(yaml_io.dump({"notifications": section}))
+    holder = app.extensions["btcw_settings"]
+    original = holder.settings
+    holder.settings = load_settings(folder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FREQTRADE__")}
+    env.update({"DATABASE_URL": app_config["SQLALCHEMY_DATABASE_URI"],
+                "REDIS_URL": app_config["REDIS_URL"], "BTCW_CONFIG_DIR": str(folder),
+                "BTCW_VAR_DIR": str(var_dir), "SECRET_KEY": "worker-test-secret",
+                "PYTHONUNBUFFERED": "1"})
+    yield env, tmp_path / "worker.log"
+    holder.settings = original

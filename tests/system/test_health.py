@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from app.extensions import redis_store
+from app.runtime import hosts
 from app.runtime.launcher import stop_zygote
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +92,32 @@ def test_health_with_redis_down_is_503_naming_redis(client, redis_server):
         assert body["checks"]["database"]["status"] == "ok"
     finally:
         redis_server.start()
+
+
+def test_health_fails_when_a_queued_job_waits_past_the_limit(client, control_plane,
+                                                            system_settings):
+    """Workers alive but not taking jobs (here: nobody listens on `backups`)."""
+    system_settings("monitoring", queue_wait_limit=60)
+    job = redis_store.queue("backups").enqueue("time.sleep", 0, job_id="waiting-job")
+    assert client.get("/health").status_code == 200
+    job.enqueued_at = datetime.now(UTC) - timedelta(seconds=90)
+    job.save()
+    body = client.get("/health").get_json()
+    assert body["failing"] == ["workers"], body["checks"]["workers"]
+    workers = body["checks"]["workers"]
+    assert workers["oldest_queued_job"] == "waiting-job" and workers["oldest_queued_seconds"] >= 90
+    assert "waiting-job" in workers["error"] and "backups" in workers["error"]
+
+
+def test_health_names_a_registered_supervisor_host_gone_silent(client, control_plane, runner):
+    hosts.write_heartbeat(redis_store.client, hosts.HostInfo("far-host", 1, 1, 1, 0, 0), ttl=1)
+    time.sleep(1.2)  # its heartbeat expired; it never said goodbye
+    body = client.get("/health").get_json()
+    assert body["failing"] == ["supervisor"], body
+    assert body["checks"]["supervisor"]["hosts"]["far-host"] == "silent"
+    assert "far-host" in body["checks"]["supervisor"]["error"]
+    result = runner.invoke(args=["supervisor", "forget", "far-host"])
+    assert result.exit_code == 0, result.output
+    assert client.get("/health").status_code == 200
+    result = runner.invoke(args=["supervisor", "forget", "far-host"])
+    assert result.exit_code != 0 and "no supervisor host named 'far-host'" in result.output
