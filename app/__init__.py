@@ -185,14 +185,18 @@ def create_gateway_app(test_config: dict | None = None) -> Flask:
     """The gateway: one port in front of every bot (see app/gateway)."""
     app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"))
     app.config.from_mapping(_base_config(test_config))
+    app.config["BTCW_JSON_ERRORS"] = True
     _init_common(app)
     from app import errors
     from app.gateway import routes
+    from app.gateway.cors import GatewayCors
     from app.gateway.proxy import GatewayProxy
 
     errors.register(app)
     app.register_blueprint(routes.bp)
     proxy = GatewayProxy(app, app.wsgi_app)
     app.extensions["btcw_gateway"] = proxy
-    app.wsgi_app = proxy
+    holder = app.extensions["btcw_settings"]
+    app.wsgi_app = GatewayCors(proxy, lambda: (*holder.settings.system.security.cors_origins,
+                                               holder.settings.system.web.public_url))
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -69,7 +69,10 @@ def is_websocket() -> bool:
 
 def wants_json() -> bool:
     """API paths, WebSocket routes and clients that ask for JSON get JSON errors (a 401 for a
-    missing login instead of a redirect to the login page)."""
+    missing login instead of a redirect to the login page). The gateway answers JSON always
+    (it has no pages of its own to show an error in)."""
+    if current_app.config.get("BTCW_JSON_ERRORS"):
+        return True
     if request.path.startswith("/api/") or request.path == "/health" or is_websocket():
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])

@@ -23,6 +23,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     with_config,
@@ -37,6 +38,7 @@ _STRICT = ConfigDict(extra="forbid")
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Port1024 = Annotated[StrictInt, Field(ge=1024, le=65535)]
 Percent = Annotated[StrictInt, Field(ge=0, le=100)]
+Origin = Annotated[StrictStr, StringConstraints(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$")]
 
 
 def dataclass(cls=None, /, **kwargs):
@@ -96,7 +98,8 @@ class SecuritySettings:
     lockout_duration_minutes: StrictInt = 30
     min_password_length: Annotated[StrictInt, Field(ge=1, le=128)] = 8
     require_special_chars: StrictBool = True
-    cors_origins: list[StrictStr] = field(default_factory=list)
+    # origins (scheme://host[:port]) whose pages may call the gateway from a browser
+    cors_origins: list[Origin] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +139,16 @@ class GatewaySettings:
     connect_timeout: StrictFloat = 2.0
     route_cache_seconds: StrictFloat = 5.0
     workers: StrictInt = 2
+    public_url: StrictStr = ""  # "" = http://<host>:<port> (127.0.0.1 for 0.0.0.0)
+    frequi_dir: StrictStr = ""  # a FreqUI build served at the gateway's / ("" = none)
+
+    @property
+    def browser_url(self) -> str:
+        """Where a browser reaches the gateway."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
 
 @dataclass
@@ -360,6 +373,9 @@ def _problem(error: dict, low: float | None, high: float | None) -> str:
     }.get(kind)
     if wanted:
         return f"must be {wanted}, got {value!r}"
+    if kind == "string_pattern_mismatch" and "://" in error.get("ctx", {}).get("pattern", ""):
+        return f"must be an origin like http://host:8080 (scheme, host, port; no path), " \
+               f"got {value!r}"
     if kind == "list_type":
         return f"must be a list, got {type(value).__name__}"
     if kind in ("dict_type", "dataclass_type", "dataclass_exact_type", "model_type"):

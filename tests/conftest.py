@@ -23,7 +23,9 @@ PASSWORD = "correct-horse!1"
 BOTS_WORLD = {"bots_world", "bots_app", "bots_ctx", "bots_client", "bots_api_token", "simulator",
               "supervisor_process", "bots_web", "demo_bots"}
 BOTS_FILES = {
-    "tests/gateway/test_auth.py", "tests/gateway/test_gunicorn.py", "tests/gateway/test_proxy.py",
+    "tests/gateway/test_auth.py", "tests/gateway/test_cors.py", "tests/gateway/test_frequi.py",
+    "tests/gateway/test_gunicorn.py",
+    "tests/gateway/test_proxy.py",
     "tests/gateway/test_routes.py", "tests/monitoring/test_bots.py",
     "tests/notifications/test_end_to_end.py", "tests/runtime/test_bots.py",
     "tests/signals/test_bot_signals.py", "tests/strategies/test_bots.py",

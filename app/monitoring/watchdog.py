@@ -146,8 +146,8 @@ class Watchdog:
         gone = _duration((now - since).total_seconds())
         # As urgent as the outage: whoever was woken by it learns on the same channels that
         # it is over.
-        return raise_alert(KIND_BACK, f"{label} {'is' if part != 'workers' else 'are'} back "
-                           f"after {gone} down.", "critical", source=part, dispatch=False)
+        return raise_alert(KIND_BACK, f"{label} {'is' if part != 'workers' else 'are'} working "
+                           f"again after {gone}.", "critical", source=part, dispatch=False)
 
     # ------------------------------------------------------------------ delivery
 

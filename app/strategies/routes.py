@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, jsonify, redirect, request, url_for
+from flask import Blueprint, current_app, flash, g, jsonify, redirect, request, url_for
 from htmx_flask import make_response
 
 from app.errors import error_response
+from app.gateway import frequi
 from app.gateway.service import gateway_status
 from app.rendering import render_page
 from app.runtime.control import RuntimeControlError
@@ -18,6 +19,7 @@ from app.strategies.validation import (
     simulator_pairs,
     timeframes_for,
 )
+from app.system.settings import current_settings
 
 bp = Blueprint("strategies", __name__)
 api = Blueprint("strategies_api", __name__)
@@ -243,6 +245,24 @@ def detail(strategy_id: int):
     strategy = service.get_strategy(strategy_id)
     return render_page("strategies/detail.html", None, **_detail_context(strategy),
                        threshold_errors={})
+
+
+@bp.get("/frequi")
+@bp.get("/<int:strategy_id>/frequi")
+def frequi_open(strategy_id: int | None = None):
+    """Into FreqUI on the gateway, logged in as the current user (at this strategy's bot)."""
+    if strategy_id is None and request.args.get("bot", "").isdigit():
+        strategy_id = int(request.args["bot"]) if len(request.args["bot"]) < 19 else None
+    strategy = service.get_strategy(strategy_id) if strategy_id is not None else None
+    try:
+        frequi.index_file()
+    except frequi.FrequiError as exc:
+        return render_page("strategies/frequi.html", None, status=404, strategy=strategy,
+                           problem=exc.message)
+    return render_page("strategies/frequi.html", None, strategy=strategy, problem=None,
+                       action=current_settings().system.gateway.browser_url + frequi.LOGIN_PATH,
+                       ticket=frequi.make_ticket(current_app.config["SECRET_KEY"],
+                                                 g.current_user))
 
 
 @bp.get("/<int:strategy_id>/edit")

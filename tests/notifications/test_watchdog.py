@@ -59,12 +59,12 @@ def test_a_dead_worker_is_alerted_without_a_worker_and_its_return_too(
         assert all(a.source != "workers" for a in supervisor_dog.run())
         down = _part_alerts(KIND_DOWN)
         assert len(down) == 1, "two watchers raised one alert"
-        assert down[0].severity == "critical" and "RQ workers are down" in down[0].message
+        assert down[0].severity == "critical" and "RQ workers are not working" in down[0].message
         hook = _hook_of(down[0])
         assert hook.status == "sent", (hook.status, hook.last_error)
         assert _workers_live(False), "delivered while no worker runs"
         bodies = [r.body.decode() for r in http_receiver.requests]
-        assert any("RQ workers are down" in b for b in bodies), bodies
+        assert any("RQ workers are not working" in b for b in bodies), bodies
         assert db.session.get(SystemPart, "workers").status == "down"
 
         worker = WorkerProcess(env, log).start()
@@ -72,7 +72,7 @@ def test_a_dead_worker_is_alerted_without_a_worker_and_its_return_too(
         cron_dog.run()
         supervisor_dog.run()
         back = _part_alerts(KIND_BACK)
-        assert len(back) == 1 and "back after" in back[0].message
+        assert len(back) == 1 and "working again after" in back[0].message
         assert _hook_of(back[0]).status == "sent"
         assert _part_alerts(KIND_DOWN)[0].resolved_at is not None
         assert db.session.get(SystemPart, "workers").status == "up"
@@ -100,7 +100,7 @@ def test_the_cron_process_raises_and_delivers_the_alert_itself(worker_world, htt
     finally:
         cron.terminate()
         cron.wait(15)
-    assert any("RQ workers are down" in r.body.decode() for r in http_receiver.requests)
+    assert any("RQ workers are not working" in r.body.decode() for r in http_receiver.requests)
 
 
 def _status(job_id: str) -> str:
