@@ -137,8 +137,8 @@ class Watchdog:
             return None  # another watcher saw it first and raised the alert
         label = PARTS[part]
         if status == "down":
-            return raise_alert(KIND_DOWN, f"{label} {'is' if part != 'workers' else 'are'} down: "
-                               f"{detail}", "critical", source=part, dispatch=False)
+            return raise_alert(KIND_DOWN, f"{label} {'is' if part != 'workers' else 'are'} not "
+                               f"working: {detail}", "critical", source=part, dispatch=False)
         db.session.execute(update(Alert).where(Alert.kind == KIND_DOWN, Alert.source == part,
                                                Alert.resolved_at.is_(None))
                            .values(resolved_at=now))

@@ -132,7 +132,7 @@ def run_concurrently(count: int, task, width: int, budget: float, name: str) -> 
     """Run task(0) … task(count-1), at most `width` at once, giving up after `budget` seconds.
 
     Greenlets in the gevent-patched web and gateway processes, threads everywhere else (RQ
-    work horses, CLI); tasks still running at the deadline are abandoned, never waited for.
+    worker, CLI); tasks still running at the deadline are abandoned, never waited for.
     """
     if _in_gevent():
         from gevent.pool import Pool
@@ -711,7 +711,7 @@ def pooled_client(host: str, port: int, username: str, password: str, *,
     """A BotClient reused across calls (and its keep-alive connections), per process.
 
     Keyed by address and credentials, so a restarted bot with new credentials gets a fresh
-    client. The pool is dropped after a fork (RQ work horses) and holds at most 2048 clients.
+    client. The pool is dropped after a fork (a forked child) and holds at most 2048 clients.
     """
     global _pool_pid
     key = (host, int(port), username, password, float(timeout), float(connect_timeout), name)

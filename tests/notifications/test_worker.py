@@ -51,7 +51,7 @@ def test_worker_killed_mid_send_then_the_job_rerun_sends_exactly_once(
     delivery_id = _hook_delivery(notification).id
     first = WorkerProcess(env, log).start()
     try:
-        http_receiver.wait_for(1, timeout=60)  # the horse is inside the send, held there
+        http_receiver.wait_for(1, timeout=60)  # the worker is inside the send, held there
         attempt = wait_for(lambda: db.session.query(DeliveryAttempt)
                         .filter_by(delivery_id=delivery_id).one_or_none(), 10,
                         "the write-ahead attempt", first)

@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 
 
 class WorkerProcess:
-    """`flask worker notifications` in its own process group (worker + work horse)."""
+    """`flask worker notifications` in its own process group (it runs jobs in-process)."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.env = env
@@ -36,8 +36,7 @@ class WorkerProcess:
         return self
 
     def kill(self) -> None:
-        """SIGKILL the worker, its work horse and its scheduler at once (RQ puts the horse in
-        a session of its own, so the process group alone would miss it)."""
+        """SIGKILL the worker and anything it started, at once."""
         if self.proc and self.proc.poll() is None:
             family = psutil.Process(self.proc.pid).children(recursive=True)
             os.killpg(self.proc.pid, signal.SIGKILL)
