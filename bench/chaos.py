@@ -12,7 +12,8 @@ worker, Redis and the simulator, and prints per kind
 * seconds until healthy again (/health 200, plus what that kind serves: the killed bot running
   with a new pid, a request through the gateway, the simulator's klines),
 * signals sent while it was down and after, stored, published to live pages, handed to
-  notifications (a notification decided), and duplicates (a signal stored twice),
+  notifications (a notification decided — its own, or its partner's when it is the second half of
+  a mixin signal / order pair, which is notified once), and duplicates (a signal stored twice),
 * whether the other bots kept their pids.
 
 Everything runs on this machine's loopback; everything is stopped at the end.
@@ -200,13 +201,15 @@ def kill_and_recover(stack: Stack, kind: str, bots: dict[int, int]) -> tuple[flo
 
 
 def count(stack: Stack, strategy_id: int, candles: list[str]) -> tuple[int, int, int]:
-    """(stored, published, notified) of the signals with these candles."""
+    """(stored, published, notified) of the signals with these candles; a signal paired with
+    the bot's own entry/exit is notified through its partner."""
     if not candles:
         return 0, 0, 0
     marks = ",".join("?" * len(candles))
     rows = stack.db(
-        f"SELECT COUNT(*), COUNT(s.published_at), COUNT(n.id) FROM signals s "  # noqa: S608
-        f"LEFT JOIN notifications n ON n.signal_id = s.id WHERE s.strategy_id = ? "
+        f"SELECT COUNT(*), COUNT(s.published_at), COUNT(COALESCE(n.id, p.id)) "  # noqa: S608
+        f"FROM signals s LEFT JOIN notifications n ON n.signal_id = s.id "
+        f"LEFT JOIN notifications p ON p.signal_id = s.related_signal_id WHERE s.strategy_id = ? "
         f"AND s.message_type = 'strategy_msg' AND s.open_date IN ({marks})",
         (strategy_id, *candles))
     return rows[0]
@@ -217,7 +220,9 @@ def drain(stack: Stack, strategy_id: int, seconds: float) -> str:
     worker works the backlog the load left); say how long it took."""
     started = time.monotonic()
     query = ("SELECT COUNT(*) FROM signals s LEFT JOIN notifications n ON n.signal_id = s.id "
-             "WHERE s.strategy_id = ? AND s.priority != 'IGNORE' AND n.id IS NULL")
+             "LEFT JOIN notifications p ON p.signal_id = s.related_signal_id "
+             "WHERE s.strategy_id = ? AND s.priority != 'IGNORE' AND n.id IS NULL "
+             "AND p.id IS NULL")
     while time.monotonic() - started < seconds:
         left = stack.db(query, (strategy_id,))[0][0]
         if not left:
