@@ -66,6 +66,12 @@ def _write(folder: Path, name: str, text: str) -> None:
          "system.gateway.workers", "whole number"),
         ("system.yml", "system:\n  security:\n    require_special_chars: 'yes'\n",
          "system.security.require_special_chars", "true or false"),
+        ("system.yml", "system:\n  security:\n    cors_origins: ['*']\n",
+         "system.security.cors_origins[0]", "must be an origin like http://host:8080"),
+        ("system.yml", "system:\n  security:\n    cors_origins: ['http://ui.example/app']\n",
+         "system.security.cors_origins[0]", "no path"),
+        ("system.yml", "system:\n  monitoring:\n    queue_wait_limit: 1\n",
+         "system.monitoring.queue_wait_limit", "5..86400"),
     ],
 )
 def test_bad_values_name_file_key_and_problem(folder, file, text, key, problem):
