@@ -40,7 +40,7 @@ test-packages: system-packages
 	fi
 
 run: setup
-	$(FLASK) db upgrade
+	$(FLASK) backup upgrade
 	$(FLASK) up
 
 lint: $(VENV)/.installed

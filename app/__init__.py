@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 # The domains with pages or a JSON API: each routes.py defines its blueprints and lists them in
 # BLUEPRINTS = [(blueprint, url_prefix), ...]; create_app registers them (flask's tutorial does
 # the same), so importing a service never loads the web layer.
-WEB_DOMAINS = ("auth", "system", "strategies", "signals", "notifications", "monitoring")
+WEB_DOMAINS = ("auth", "system", "strategies", "signals", "notifications", "monitoring",
+               "backups")
 
 
 def var_dir() -> Path:

@@ -114,6 +114,17 @@ class FreqtradeSettings:
 
 
 @dataclass
+class BackupSettings:
+    directory: StrictStr = "var/backups"  # where backups are written (var/… = BTCW_VAR_DIR)
+    daily_at: Annotated[StrictStr, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = \
+        "03:30"  # HH:MM in notifications.timezone; the daily backup
+    enabled: StrictBool = True  # the daily backup; `flask backup run` works either way
+    retention_days: Annotated[StrictInt, Field(ge=1, le=36500)] = 90
+    keep_last: Annotated[StrictInt, Field(ge=1, le=1000)] = 7  # never pruned, however old
+    min_free_mb: Annotated[StrictInt, Field(ge=0)] = 500  # left free after the backup
+
+
+@dataclass
 class CapacitySettings:
     max_strategies: Annotated[StrictInt, Field(ge=1, le=100_000)] = 999
     port_range_start: Port1024 = 8081
@@ -182,6 +193,7 @@ class SystemSettings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     web: WebSettings = field(default_factory=WebSettings)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    backups: BackupSettings = field(default_factory=BackupSettings)
 
 
 # ---------------------------------------------------------------------- notifications.yml

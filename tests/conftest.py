@@ -139,7 +139,7 @@ def _wipe(application) -> None:
     folder or log left by one test would show up in the next one's strategy 1)."""
     from app.extensions import db, redis_store
 
-    for folder in ("bots", "logs"):
+    for folder in ("bots", "logs", "backups"):
         shutil.rmtree(Path(application.config["VAR_DIR"]) / folder, ignore_errors=True)
     with application.app_context():
         db.session.rollback()

@@ -18,3 +18,7 @@ class Backup(db.Model):
     error = db.Column(db.Text, nullable=False, default="")
     created_at = db.Column(db.DateTime, nullable=False, default=utcnow, index=True)
     finished_at = db.Column(db.DateTime)
+    trigger = db.Column(db.String(16), nullable=False, default="manual")  # manual|daily|upgrade
+    verified_at = db.Column(db.DateTime)
+    verify_error = db.Column(db.Text, nullable=False, default="")
+    manifest = db.Column(db.JSON, nullable=False, default=dict)

@@ -34,8 +34,8 @@ from config.loader import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 # Start order (supervisord priority); stopping goes the other way.
-PRIORITY = {"redis": 10, "simulator": 20, "web": 30, "gateway": 30, "worker": 40, "cron": 40,
-            "supervisor": 50}
+PRIORITY = {"redis": 10, "simulator": 20, "web": 30, "gateway": 30, "worker": 40,
+            "backup-worker": 40, "cron": 40, "supervisor": 50}
 
 
 @dataclass
@@ -133,7 +133,9 @@ def programs(settings, redis_url: str, var: Path) -> list[Process]:
                                      str(settings.gateway.workers), "-b",
                                      f"{settings.gateway.host}:{settings.gateway.port}",
                                      "--graceful-timeout", "5", *extra_flags, "wsgi:gateway()"]))
-    procs.append(Process("worker", [*flask, "worker"]))
+    # Backups take minutes: their own worker, so notifications never wait behind one.
+    procs.append(Process("worker", [*flask, "worker", "notifications", "monitoring", "default"]))
+    procs.append(Process("backup-worker", [*flask, "worker", "backups"]))
     procs.append(Process("cron", [*flask, "cron", "run"]))
     procs.append(Process("supervisor", [*flask, "supervisor", "run"],
                          stop_seconds=settings.freqtrade.shutdown_timeout + 30))

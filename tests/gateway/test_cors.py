@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from app.gateway import frequi
 from tests.gateway.conftest import PASSWORD, USER, basic, route
 from tests.gateway.fakes import json_bot
+from tests.support.browser import frequi_build
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.bots
 ALLOWED = "http://ui.example:3000"
-FREQUI = (Path(__file__).resolve().parents[2].parent / "shared" / "frequi" / "dist").resolve()
 
 
 @contextlib.contextmanager
@@ -129,7 +128,7 @@ def test_allowed_origins_follow_the_config_without_a_restart(gw, gateway_app, de
 
 @pytest.fixture
 def with_frequi(gateway_app):
-    with gateway_settings(gateway_app, "gateway", frequi_dir=str(FREQUI)):
+    with gateway_settings(gateway_app, "gateway", frequi_dir=str(frequi_build())):
         yield
 
 
@@ -157,7 +156,7 @@ def test_frequi_page_needs_the_btc_watcher_login(gw, with_frequi, gateway_app):
     assert gw.get("/assets/../index.html").status_code == 404
     assert gw.get("/api/nothing/here").status_code == 404
     assert gw.get("/api/nothing/here").get_json()["status"] == 404
-    asset = next((FREQUI / "assets").glob("index-*.js")).name
+    asset = next((frequi_build() / "assets").glob("index-*.js")).name
     assert gw.get(f"/assets/{asset}").status_code == 200  # FreqUI's code itself is public
 
 

@@ -30,13 +30,12 @@ from werkzeug.serving import make_server
 from app.system.stack import gunicorn_flags
 from config import yaml_io
 from tests.gateway.conftest import PASSWORD, USER
-from tests.support.browser import chromium
+from tests.support.browser import chromium, frequi_build
 from tests.support.servers import free_port, wait_healthy
 
 pytestmark = pytest.mark.bots
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FREQUI = (ROOT.parent / "shared" / "frequi" / "dist").resolve()
 SHOTS = ROOT / "var" / "screenshots"
 
 
@@ -56,8 +55,7 @@ class _SpaHandler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def frequi_world(bots_world, gateway_config_dir, gateway_app, demo_bots, tmp_path_factory):
     """FreqUI elsewhere (static server), the gateway and the web app on one config."""
-    if not (FREQUI / "index.html").is_file():
-        pytest.fail(f"the FreqUI build is missing at {FREQUI}")
+    build = frequi_build()
     static_port, gateway_port, web_port = free_port(), free_port(), free_port()
     allowed = f"http://127.0.0.1:{static_port}"
     folder = tmp_path_factory.mktemp("frequi-config")
@@ -65,14 +63,14 @@ def frequi_world(bots_world, gateway_config_dir, gateway_app, demo_bots, tmp_pat
         (folder / f.name).write_text(f.read_text())
     system = yaml_io.load((folder / "system.yml").read_text())
     section = system["system"]
-    section["gateway"].update(port=gateway_port, frequi_dir=str(FREQUI),
+    section["gateway"].update(port=gateway_port, frequi_dir=str(build),
                               public_url=f"http://127.0.0.1:{gateway_port}")
     section["web"]["public_url"] = f"http://127.0.0.1:{web_port}"
     section.setdefault("security", {})["cors_origins"] = [allowed]
     (folder / "system.yml").write_text(yaml_io.dump(system))
 
     static = ThreadingHTTPServer(("127.0.0.1", static_port),
-                                 functools.partial(_SpaHandler, directory=str(FREQUI)))
+                                 functools.partial(_SpaHandler, directory=str(build)))
     threading.Thread(target=static.serve_forever, daemon=True).start()
 
     env = {**bots_world.env(), "BTCW_CONFIG_DIR": str(folder)}

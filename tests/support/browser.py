@@ -62,3 +62,19 @@ def live_server(app) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def frequi_build() -> Path:
+    """The FreqUI build the tests drive: ../shared/frequi/dist beside the checkout (the first
+    such folder up the tree), or $BTCW_FREQUI_BUILD. It is never copied into the project."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    wanted = os.environ.get("BTCW_FREQUI_BUILD")
+    candidates = [Path(wanted)] if wanted else [p / "shared" / "frequi" / "dist"
+                                                for p in root.parents]
+    for candidate in candidates:
+        if (candidate / "index.html").is_file():
+            return candidate.resolve()
+    pytest.fail(f"FreqUI's build is missing: looked for {', '.join(map(str, candidates[:3]))} "
+                f"(set BTCW_FREQUI_BUILD to a FreqUI dist folder)")

@@ -19,7 +19,8 @@ from tests.support.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PROGRAMS = ("web", "gateway", "worker", "cron", "supervisor", "simulator", "redis")
+PROGRAMS = ("web", "gateway", "worker", "backup-worker", "cron", "supervisor", "simulator",
+            "redis")
 
 
 def _ours(var: Path) -> list[psutil.Process]:
