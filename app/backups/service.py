@@ -215,7 +215,7 @@ def _dump_database(url: str, folder: Path) -> tuple[Path, dict, str | None]:
         engine = create_engine(f"sqlite:///{target}")
         try:
             with engine.connect() as conn:
-                return target, digest.digest_database(conn), _revision(conn)
+                return target, digest.native_digests(conn), _revision(conn)
         finally:
             engine.dispose()
     target = folder / "btcw.pgdump"
@@ -230,7 +230,7 @@ def _dump_database(url: str, folder: Path) -> tuple[Path, dict, str | None]:
                 env=_pg_env(url), capture_output=True, text=True, timeout=3600, check=False)
             if dump.returncode != 0:
                 raise BackupError(f"pg_dump failed: {dump.stderr.strip()[-500:]}")
-            digests = digest.digest_database(conn)
+            digests = digest.native_digests(conn)
             revision = _revision(conn)
             conn.rollback()
         return target, digests, revision
@@ -551,7 +551,7 @@ def _digests_of_dump(manifest: dict, work: Path, live_url: str) -> dict:
         engine = create_engine(f"sqlite:///{dump}")
         try:
             with engine.connect() as conn:
-                return digest.digest_database(conn)
+                return digest.native_digests(conn)
         finally:
             engine.dispose()
     if _engine_name(live_url) != "postgresql":
@@ -563,7 +563,7 @@ def _digests_of_dump(manifest: dict, work: Path, live_url: str) -> dict:
         engine = create_engine(scratch)
         try:
             with engine.connect() as conn:
-                return digest.digest_database(conn)
+                return digest.native_digests(conn)
         finally:
             engine.dispose()
     finally:
@@ -701,8 +701,8 @@ def restore(name: str, into: str | None = None) -> dict:
                 steps.step(f"copying every table into {make_url(into).render_as_string()}")
                 from app.backups.transfer import copy_backup_into
 
-                copied = copy_backup_into(manifest, dump, into)
-                problems = digest.compare(manifest["tables"], copied)
+                source, copied = copy_backup_into(manifest, dump, into)
+                problems = digest.compare(source, copied)
                 if problems:
                     raise BackupError("The copy differs from the backup: " + "; ".join(problems))
                 return {"name": name, "into": make_url(into).render_as_string(),
@@ -754,7 +754,7 @@ def _put_catalog(rows: list[dict]) -> None:
 
 def _live_digests() -> dict:
     with db.engine.connect() as conn:
-        return digest.digest_database(conn)
+        return digest.native_digests(conn)
 
 
 def _restart(ids: list[int]) -> list[int]:

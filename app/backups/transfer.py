@@ -5,7 +5,7 @@ restored into a scratch database on the target's (or the live) PostgreSQL server
 must be empty; it gets the schema of the models (the backup must be of the current schema
 revision), every row table by table in foreign-key order in one transaction, Alembic's revision
 stamp, and on PostgreSQL its id sequences moved past the copied ids, so new rows get fresh ids.
-Returns the target's table digests, which the caller compares with the manifest.
+Returns the portable table digests of the source and of the target, which must be equal.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def _source_engine(manifest: dict, dump: Path, into: str) -> tuple[Engine, objec
     return engine, cleanup
 
 
-def copy_backup_into(manifest: dict, dump: Path, into: str) -> dict:
+def copy_backup_into(manifest: dict, dump: Path, into: str) -> tuple[dict, dict]:
     """Copy every row of the backup's database into the empty database at `into`; the
-    target's table digests."""
+    portable digests of (source, target)."""
     from app.backups.service import BackupError
 
     head = _head_revision()
@@ -76,6 +76,7 @@ def copy_backup_into(manifest: dict, dump: Path, into: str) -> dict:
         try:
             db.metadata.create_all(target)
             with source.connect() as src, target.begin() as dst:
+                source_digests = digest.digest_database(src)
                 present = set(inspect(src).get_table_names())
                 for table in db.metadata.sorted_tables:
                     if table.name not in present:
@@ -93,7 +94,7 @@ def copy_backup_into(manifest: dict, dump: Path, into: str) -> dict:
         finally:
             cleanup()
         with target.connect() as conn:
-            return digest.digest_database(conn)
+            return source_digests, digest.digest_database(conn)
     finally:
         target.dispose()
 
