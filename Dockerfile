@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BTCW_VAR_DIR=/data
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential curl postgresql-client redis-tools \
+    && apt-get install -y --no-install-recommends build-essential curl postgresql-client redis-tools sqlite3 \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -21,6 +21,9 @@ $(VENV)/.installed: requirements.txt
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v pg_dump >/dev/null || ls /usr/lib/postgresql/*/bin/pg_dump >/dev/null 2>&1 || \
+		missing="$$missing postgresql-client"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		(apt-get update -qq && $(APT_GET) install $$missing >/dev/null) || \

@@ -201,39 +201,45 @@ def _copy_sqlite(source: Path, target: Path) -> None:
     try:
         with dst:
             src.backup(dst)
+        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
     finally:
         src.close()
         dst.close()
 
 
-def _dump_database(url: str, folder: Path) -> tuple[Path, dict, str | None]:
-    """The database into `folder` and its table digests, from one consistent snapshot;
-    (file, digests, schema revision)."""
+def _dump_database(url: str, folder: Path) -> tuple[Path, Callable[[], dict], str | None]:
+    """The database into `folder`, from one consistent snapshot; (file, a call that returns
+    its table digests, schema revision). SQLite's digests run in a sqlite3 process meanwhile."""
     if _engine_name(url) == "sqlite":
         target = folder / "btcw.sqlite"
         _copy_sqlite(_sqlite_file(url), target)
-        engine = create_engine(f"sqlite:///{target}")
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
         try:
-            with engine.connect() as conn:
-                return target, digest.native_digests(conn), _revision(conn)
+            has_alembic = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                       "name='alembic_version'").fetchone()
+            revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] \
+                if has_alembic else None
         finally:
-            engine.dispose()
+            conn.close()
+        proc = digest.start_sqlite_digests(target)
+        return target, lambda: digest.sqlite_file_digests(target, proc), revision
     target = folder / "btcw.pgdump"
     engine = create_engine(url)
     try:
         with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
             # One snapshot for pg_dump and the digests: rows arriving meanwhile are in neither.
             snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar()
-            dump = subprocess.run(  # noqa: S603
+            dump = subprocess.Popen(  # noqa: S603
                 [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
                  f"--snapshot={snapshot}", "--file", str(target), *_pg_args(url)],
-                env=_pg_env(url), capture_output=True, text=True, timeout=3600, check=False)
+                env=_pg_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            digests = digest.native_digests(conn)  # meanwhile, in the same snapshot
+            _, errors = dump.communicate(timeout=3600)
             if dump.returncode != 0:
-                raise BackupError(f"pg_dump failed: {dump.stderr.strip()[-500:]}")
-            digests = digest.native_digests(conn)
+                raise BackupError(f"pg_dump failed: {errors.strip()[-500:]}")
             revision = _revision(conn)
             conn.rollback()
-        return target, digests, revision
+        return target, lambda: digests, revision
     finally:
         engine.dispose()
 
@@ -324,7 +330,7 @@ def _write_archive(name: str, trigger: str, steps: Progress) -> dict:
             work = Path(scratch)
             steps.step("database")
             (work / "database").mkdir()
-            dump, tables, revision = _dump_database(url, work / "database")
+            dump, table_digests, revision = _dump_database(url, work / "database")
             steps.step("strategy library and bot folders")
             _copy_tree(paths.strategies_dir(), work / "files" / "strategies", bots=False)
             _copy_tree(paths.bots_dir(), work / "files" / "bots", bots=True)
@@ -333,6 +339,7 @@ def _write_archive(name: str, trigger: str, steps: Progress) -> dict:
             steps.step("manifest and archive")
             files = {str(p.relative_to(work)): {"size": p.stat().st_size, "sha256": _sha256(p)}
                      for p in sorted(work.rglob("*")) if p.is_file()}
+            tables = table_digests()
             manifest = {
                 "format": FORMAT, "created_at": utcnow().isoformat() + "Z", "trigger": trigger,
                 "engine": _engine_name(url), "schema_revision": revision,
