@@ -129,6 +129,7 @@ def import_models() -> None:
     from app.monitoring import models as _monitoring  # noqa: F401
     from app.notifications import models as _notifications  # noqa: F401
     from app.proxies import models as _proxies  # noqa: F401
+    from app.runtime import models as _runtime  # noqa: F401
     from app.signals import models as _signals  # noqa: F401
     from app.strategies import models as _strategies  # noqa: F401
     from app.system import models as _system  # noqa: F401

@@ -155,6 +155,7 @@ def up_command(no_demo: bool) -> None:
 DOMAIN_COMMANDS = (
     ("app.strategies.cli", "strategies_cli"),
     ("app.runtime.cli", "supervisor_cli"),
+    ("app.runtime.cli", "freqtrade_cli"),
     ("app.simulator.cli", "simulator_cli"),
     ("app.backups.cli", "backup_cli"),
     ("app.notifications.cli", "notifications_cli"),

@@ -108,6 +108,7 @@ class FreqtradeSettings:
     config_directory: StrictStr = "var/bots"
     strategies_directory: StrictStr = "user_data/strategies"
     logs_directory: StrictStr = "var/logs"
+    versions_directory: StrictStr = "var/freqtrade"  # venvs of releases besides the default
     startup_timeout: Annotated[StrictInt, Field(ge=1, le=3600)] = 60
     shutdown_timeout: Annotated[StrictInt, Field(ge=1, le=3600)] = 30
     health_check_interval: StrictInt = 30

@@ -114,6 +114,16 @@ def _free_port_range(size: int) -> int:
     raise RuntimeError("no free port range for the bot tests")
 
 
+def versions_cache() -> Path:
+    """Where the tests keep the FreqTrade releases they install besides the default (kept
+    between runs, like pip's cache: an install is minutes, a reuse nothing);
+    $BTCW_TEST_FREQTRADE_VERSIONS moves it."""
+    folder = Path(os.environ.get("BTCW_TEST_FREQTRADE_VERSIONS")
+                  or Path.home() / ".cache" / "btcw-tests" / "freqtrade-versions")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def make_world(base: Path, database_url: str | None, redis_url: str,
                launcher: str | None = None) -> BotsWorld:
     """Lay out a bots world under `base`: config and strategies copies, var dir, ports.
@@ -147,7 +157,7 @@ def make_world(base: Path, database_url: str | None, redis_url: str,
     section["web"]["public_url"] = world.public_url
     section["gateway"]["port"] = free_port()  # never a `make run` gateway on the default port
     section["freqtrade"].update(strategies_directory=str(strategies), startup_timeout=90,
-                                shutdown_timeout=15)
+                                shutdown_timeout=15, versions_directory=str(versions_cache()))
     section["runtime"]["host"] = SUPERVISOR_HOST
     if launcher:
         section["runtime"]["launcher"] = launcher

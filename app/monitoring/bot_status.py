@@ -88,6 +88,7 @@ class Observation:
     status: str = "healthy"  # healthy | unreachable | timeout | error
     response_time: float | None = None  # seconds, of the health call
     state: str | None = None
+    freqtrade_version: str | None = None  # as the bot reports it (show_config)
     last_process_ts: float | None = None
     candle_close_ts: float | None = None
     error: str = ""
@@ -119,6 +120,8 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         config = client.get("show_config", timeout=timeout)
         if isinstance(config, dict):
             obs.state = config.get("state")
+            version = config.get("version")
+            obs.freqtrade_version = str(version)[:32] if version else None
     except BotError as exc:
         if obs.response_time is None and not isinstance(exc, BotUnreachable):
             obs.response_time = time.monotonic() - started

@@ -1,4 +1,5 @@
-"""`flask supervisor …`: run the supervisor of this host, list the live supervisors."""
+"""`flask supervisor …` (run the supervisor of this host, list the live supervisors) and
+`flask freqtrade …` (FreqTrade versions side by side, upgrades with rollback)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from app.errors import AppError
 from app.extensions import redis_store
 from app.monitoring.watchdog import Watchdog
-from app.runtime import hosts
+from app.runtime import hosts, upgrades, versions
 from app.runtime.supervisor import Supervisor
 
 supervisor_cli = AppGroup("supervisor", help="The supervisor that runs this host's FreqTrade bots.")
@@ -70,3 +72,75 @@ def supervisor_forget(host: str) -> None:
         raise click.ClickException(f"the supervisor of {host} is alive; stop it first")
     hosts.clear_heartbeat(client, host)
     click.echo(f"Forgot supervisor host {host}.")
+
+
+freqtrade_cli = AppGroup("freqtrade", help="FreqTrade versions and upgrades.")
+
+
+def _fail(exc: AppError) -> None:
+    raise click.ClickException(exc.message) from exc
+
+
+@freqtrade_cli.command("versions")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def versions_command(as_json: bool) -> None:
+    """Installed FreqTrade versions, their size and the strategies on each."""
+    rows = versions.installed()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        size = f"{row['size_bytes'] / 2**20:,.0f} MiB" if row.get("size_bytes") else "—"
+        flag = " (default)" if row["default"] else ""
+        click.echo(f"{row['version']:12}{flag:10} {size:>10}  strategies: "
+                   f"{', '.join(map(str, row['strategies'])) or 'none'}")
+
+
+@freqtrade_cli.command("install")
+@click.argument("version")
+def install_command(version: str) -> None:
+    """Install a FreqTrade release from the package registry into its own environment."""
+    try:
+        row = versions.install(version, progress=lambda what: click.echo(f"  {what}"))
+    except AppError as exc:
+        _fail(exc)
+    click.echo(f"FreqTrade {row['version']} installed in {row['path']}")
+
+
+@freqtrade_cli.command("remove")
+@click.argument("version")
+def remove_command(version: str) -> None:
+    """Remove a FreqTrade release no strategy uses."""
+    try:
+        versions.remove(version)
+    except AppError as exc:
+        _fail(exc)
+    click.echo(f"FreqTrade {version} removed.")
+
+
+@freqtrade_cli.command("upgrade")
+@click.argument("version")
+@click.option("--strategy", "strategy_ids", type=int, multiple=True,
+              help="Only this strategy (repeat for several): a canary. Default: all.")
+def upgrade_command(version: str, strategy_ids: tuple[int, ...]) -> None:
+    """Move strategies to a FreqTrade release: install, verify each strategy on the simulator,
+    then switch the bots one by one; any failure rolls back (trade databases included)."""
+    try:
+        row = upgrades.request_upgrade(version, list(strategy_ids) or None,
+                                       requested_by="cli", enqueue=False)
+    except AppError as exc:
+        _fail(exc)
+    click.echo(f"Upgrade #{row.id} to FreqTrade {row.target} of strategies {row.strategy_ids}")
+    try:
+        upgrades.run_upgrade(row.id)
+    except AppError as exc:
+        _print_steps(row)
+        _fail(exc)
+    _print_steps(row)
+    click.echo(f"Done: {row.status}.")
+
+
+def _print_steps(row) -> None:
+    for step in row.steps:
+        click.echo(f"  {step['seconds']:7.1f}s  {step['step']}"
+                   + (f" — {step['detail']}" if step["detail"] else ""))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from app.runtime import paths, zygote
+from app.runtime import paths, versions, zygote
 from app.runtime.bot_client import BotClient, BotError
 from app.runtime.credentials import ensure_credentials
 from app.runtime.ft_config import build_bot_config, write_bot_config
@@ -881,6 +881,75 @@ def stop_zygote(run_dir: Path, timeout: float = 10.0) -> int | None:
 # ------------------------------------------------------------------------------ choosing
 
 LAUNCHERS = {"subprocess": SubprocessLauncher, "fork": ForkLauncher}
+
+
+class VersionedLauncher(Launcher):
+    """The launcher of each FreqTrade version in use, behind one face (what the supervisor
+    holds): a bot is launched by its strategy's version's launcher — its own `freqtrade`
+    executable and, for `fork`, its own zygote (var/run/ft-<version>/) — and stopped and
+    watched by the one that started it (pid-based for bots it adopted)."""
+
+    def __init__(self, host: str, kind: str | None = None):
+        self.host = host
+        self.kind = kind or current_settings().system.runtime.launcher
+        if self.kind not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.kind!r} (subprocess or fork)")
+        self._by_version: dict[str, Launcher] = {}
+        self._owner: dict[int, Launcher] = {}
+        self._lock = threading.Lock()
+        self.default = self.for_version(None)
+
+    def for_version(self, version: str | None) -> Launcher:
+        """The launcher of a FreqTrade version (made on first use)."""
+        version = versions.effective(version)
+        with self._lock:
+            launcher = self._by_version.get(version)
+            if launcher is None:
+                options: dict = {"executable": versions.executable(version)}
+                if self.kind == "fork" and version != versions.default_version():
+                    options["run_dir"] = paths.resolve_path("var/run") / f"ft-{version}"
+                launcher = LAUNCHERS[self.kind](self.host, **options)
+                self._by_version[version] = launcher
+            return launcher
+
+    def launch(self, strategy, port: int,
+               on_spawn: Callable[[int], None] | None = None) -> int:
+        launcher = self.for_version(strategy.freqtrade_version)
+
+        def spawned(pid: int) -> None:
+            self._owner[pid] = launcher
+            if on_spawn is not None:
+                on_spawn(pid)
+
+        pid = launcher.launch(strategy, port, on_spawn=spawned)
+        self._owner[pid] = launcher
+        return pid
+
+    def _of(self, pid: int) -> Launcher:
+        return self._owner.get(pid, self.default)
+
+    def is_alive(self, pid: int) -> bool:
+        return self._of(pid).is_alive(pid)
+
+    def stop(self, pid: int, strategy=None, timeout: float | None = None) -> str:
+        return self._of(pid).stop(pid, strategy, timeout)
+
+    def matches(self, pid: int, strategy_id: int, port: int | None) -> bool:
+        return self._of(pid).matches(pid, strategy_id, port)
+
+    def exit_code(self, pid: int) -> int | None:
+        return self._of(pid).exit_code(pid)
+
+    def forget(self, pid: int) -> None:
+        self._of(pid).forget(pid)
+        self._owner.pop(pid, None)
+
+    def failure_reason(self, strategy_id: int) -> str:
+        return self.default.failure_reason(strategy_id)
+
+    def close(self) -> None:
+        for launcher in list(self._by_version.values()):
+            launcher.close()
 
 
 def make_launcher(host: str, kind: str | None = None, **options) -> Launcher:

@@ -43,7 +43,7 @@ from app.runtime import hosts, paths
 from app.runtime.control import ACTIVE_STATUSES, record_event
 from app.runtime.crash_policy import CrashPolicy
 from app.runtime.credentials import ensure_credentials
-from app.runtime.launcher import Launcher, LaunchError, make_launcher
+from app.runtime.launcher import Launcher, LaunchError, VersionedLauncher
 from app.runtime.port_pool import PortPool, PortPoolExhausted
 from app.strategies.models import Strategy
 from app.system.settings import current_settings, refresh_if_changed
@@ -80,7 +80,8 @@ class Supervisor:
             self.policy = CrashPolicy(settings.runtime.max_crashes,
                                       settings.runtime.crash_window_minutes * 60,
                                       settings.runtime.backoff_max_seconds, clock=clock)
-            self.launcher = launcher or make_launcher(self.host)  # system.runtime.launcher
+            # system.runtime.launcher, one per FreqTrade version in use
+            self.launcher = launcher or VersionedLauncher(self.host)
         self.clock = clock
         self.on_tick = on_tick  # the entry point's extra check each pass (the watchdog)
         self.keep_bots = keep_bots

@@ -35,6 +35,7 @@ class Strategy(db.Model):
     medium_threshold = db.Column(db.Float, nullable=False, default=0.6)
     weak_threshold = db.Column(db.Float, nullable=False, default=0.4)
     version_label = db.Column(db.String(32), nullable=False, default="v1")
+    freqtrade_version = db.Column(db.String(32))  # NULL: the default FreqTrade release
 
     desired_state = db.Column(db.String(16), nullable=False, default="stopped")
     status = db.Column(db.String(16), nullable=False, default="stopped")

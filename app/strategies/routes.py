@@ -8,7 +8,9 @@ from htmx_flask import make_response
 from app.errors import error_response
 from app.gateway import frequi
 from app.gateway.service import gateway_status
+from app.monitoring.bot_status import cached_status
 from app.rendering import render_page
+from app.runtime import versions
 from app.runtime.control import RuntimeControlError
 from app.strategies import library, service
 from app.strategies.models import STATUSES
@@ -236,8 +238,11 @@ def _redirect(target: str):
 
 
 def _detail_context(strategy) -> dict:
+    seen = cached_status(strategy.id) or {}
     return {"strategy": strategy, "process": service.process_of(strategy),
-            "events": service.recent_events(strategy.id, 10)}
+            "events": service.recent_events(strategy.id, 10),
+            "freqtrade_version": versions.effective(strategy.freqtrade_version),
+            "bot_version": seen.get("freqtrade_version")}
 
 
 @bp.get("/<int:strategy_id>")

@@ -15,6 +15,7 @@ from typing import Any
 
 from app.extensions import db
 from app.proxies.models import Proxy
+from app.runtime import versions
 from app.simulator.market import INTERVAL_MINUTES
 from app.strategies import library
 from app.strategies.models import Strategy
@@ -35,6 +36,7 @@ EDITABLE = (
     "name", "description", "strategy_file", "strategy_class", "exchange", "timeframe", "pairs",
     "stake_currency", "stake_amount", "max_open_trades", "dry_run_wallet", "proxy_id",
     "strong_threshold", "medium_threshold", "weak_threshold", "version_label",
+    "freqtrade_version",
 )
 REQUIRED = ("name", "strategy_class", "pairs")
 # Fields validated together: touching one re-checks the group against the merged values.
@@ -48,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "description": "", "exchange": SIMULATOR, "timeframe": "1m", "stake_currency": "USDT",
     "stake_amount": "unlimited", "max_open_trades": 3, "dry_run_wallet": 1000.0,
     "proxy_id": None, "strong_threshold": 0.8, "medium_threshold": 0.6, "weak_threshold": 0.4,
-    "version_label": "v1",
+    "version_label": "v1", "freqtrade_version": None,
 }
 READ_ONLY = (
     "id", "status", "desired_state", "status_message", "host", "port", "pid", "started_at",
@@ -256,6 +258,17 @@ def _field_value(field: str, value: Any) -> Any:
         if not LABEL_RE.fullmatch(label):
             raise Invalid("The version label may use letters, digits and . _ + - only.")
         return label
+    if field == "freqtrade_version":
+        if value in (None, "", "default"):
+            return None
+        try:
+            version = versions.parse(value)
+        except versions.VersionError as exc:
+            raise Invalid(exc.message) from exc
+        if not versions.is_installed(version):
+            raise Invalid(f"FreqTrade {version} is not installed; install it on the FreqTrade "
+                          f"versions page (or: flask freqtrade install {version}).")
+        return None if version == versions.default_version() else version
     raise Invalid("Unknown field.")  # pragma: no cover - EDITABLE lists every field
 
 
