@@ -154,7 +154,7 @@ def run_upgrade(upgrade_id: int) -> str:
     record.step("switching the bots", status="switching")
     try:
         for strategy_id in row.strategy_ids:
-            switched.append(_switch(record, strategy_id, target))
+            _switch(record, strategy_id, target, switched)
     except Exception as exc:  # noqa: BLE001
         reason = _message(exc)
         record.step("rolling back", reason, status="rolling_back")
@@ -211,7 +211,8 @@ def verify_strategy(strategy: Strategy, target: str) -> str:
         except LaunchError as exc:
             raise UpgradeError(f"{strategy.name} does not run on FreqTrade {target}: "
                                f"{exc}") from exc
-        client = BotClient(host=host, port=_port_of(folder), timeout=5, name=strategy.name)
+        client = BotClient(host=host, port=_port_of(folder), username=scratch.api_username,
+                           password=scratch.api_password, timeout=5, name=strategy.name)
         reported = client.version().get("version", "?")
         deadline = time.monotonic() + HEALTHY_TIMEOUT
         while time.monotonic() < deadline:
@@ -284,13 +285,16 @@ def _put_back(snapshot: Path | None, strategy_id: int) -> None:
 
 
 def _stop(strategy_id: int) -> None:
-    strategy = db.session.get(Strategy, strategy_id, populate_existing=True)
+    settings = current_settings().system.freqtrade
+    # A bot still starting (or stopping) cannot take a stop yet: let it settle first.
+    strategy = control.wait_for_status(strategy_id, ("running", "stalled", "stopped", "error",
+                                                     "crashed"), settings.startup_timeout + 30)
     if strategy.status in ("stopped", "error", "crashed") and strategy.desired_state != "running":
         return
     with contextlib.suppress(control.InvalidTransition):
         control.request_stop(strategy_id)
-    timeout = current_settings().system.freqtrade.shutdown_timeout + 30
-    control.wait_for_status(strategy_id, ("stopped", "error", "crashed"), timeout)
+    control.wait_for_status(strategy_id, ("stopped", "error", "crashed"),
+                            settings.shutdown_timeout + 30)
 
 
 def wait_healthy(strategy_id: int, timeout: float = HEALTHY_TIMEOUT) -> None:
@@ -309,8 +313,9 @@ def wait_healthy(strategy_id: int, timeout: float = HEALTHY_TIMEOUT) -> None:
                        f"(ping and a processed candle).")
 
 
-def _switch(record: _Recorder, strategy_id: int, target: str) -> dict:
-    """Stop, snapshot, switch, start, wait healthy; what a rollback needs."""
+def _switch(record: _Recorder, strategy_id: int, target: str, switched: list[dict]) -> None:
+    """Stop, snapshot, switch, start, wait healthy; what a rollback needs goes on `switched`
+    as soon as the version changed (so a bot that then fails to come up is rolled back too)."""
     strategy = db.session.get(Strategy, strategy_id, populate_existing=True)
     was_running = strategy.desired_state == "running"
     previous = strategy.freqtrade_version
@@ -318,11 +323,11 @@ def _switch(record: _Recorder, strategy_id: int, target: str) -> dict:
     if was_running:
         _stop(strategy_id)
     snapshot = _snapshot(strategy_id, record.row.id)
-    done = {"id": strategy_id, "previous": previous, "snapshot": snapshot,
-            "was_running": was_running}
     strategy = db.session.get(Strategy, strategy_id, populate_existing=True)
     strategy.freqtrade_version = None if target == versions.default_version() else target
     db.session.commit()
+    switched.append({"id": strategy_id, "previous": previous, "snapshot": snapshot,
+                     "was_running": was_running})
     if was_running:
         control.request_start(strategy_id)
         wait_healthy(strategy_id)
@@ -331,7 +336,6 @@ def _switch(record: _Recorder, strategy_id: int, target: str) -> dict:
         record.step(f"{strategy.name} runs FreqTrade {target}", f"down {downtime} s")
     else:
         record.step(f"{strategy.name} set to FreqTrade {target}", "not running")
-    return done
 
 
 def _roll_back(record: _Recorder, switched: list[dict]) -> list[str]:
