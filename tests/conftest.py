@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from config import yaml_io
-from tests.support.servers import PostgresServer, RedisServer, free_port
+from tests.support.servers import PostgresServer, RedisServer, reserved_port
 
 pytest_plugins = ["tests.bots"]
 
@@ -92,8 +92,9 @@ def config_dir(tmp_path_factory) -> Path:
         shutil.copy(f, folder / f.name)
     system = yaml_io.load((folder / "system.yml").read_text())
     section = system["system"]
-    section["gateway"]["port"] = free_port()
-    section["simulator"]["port"] = free_port()
+    # Never started in these tests: held, so no other test's server can answer there.
+    section["gateway"]["port"] = reserved_port()
+    section["simulator"]["port"] = reserved_port()
     (folder / "system.yml").write_text(yaml_io.dump(system))
     return folder
 

@@ -18,6 +18,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_RESERVED: list[socket.socket] = []
+
+
+def reserved_port() -> int:
+    """A port held for the rest of this process — bound, never listening — for a server the
+    tests configure but never start: connecting is refused at once, and no other test (of any
+    xdist worker) can be handed the same number by free_port() and answer there instead."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
+    return s.getsockname()[1]
+
+
 def wait_port(port: int, seconds: float = 15.0, host: str = "127.0.0.1") -> None:
     """Wait until something accepts connections on the port, or raise."""
     deadline = time.monotonic() + seconds

@@ -98,7 +98,8 @@ def test_health_fails_when_a_queued_job_waits_past_the_limit(client, control_pla
                                                             system_settings):
     """Workers alive but not taking jobs (here: nobody listens on `backups`)."""
     system_settings("monitoring", queue_wait_limit=60)
-    job = redis_store.queue("backups").enqueue("time.sleep", 0, job_id="waiting-job")
+    job = redis_store.queue("backups").enqueue("time.sleep", 0, job_id="waiting-job",
+                                               at_front=True)
     assert client.get("/health").status_code == 200
     job.enqueued_at = datetime.now(UTC) - timedelta(seconds=90)
     job.save()
