@@ -36,6 +36,8 @@ test-packages: system-packages
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -x /usr/bin/tinyproxy ] || missing="$$missing tinyproxy"; \
+	command -v microsocks >/dev/null || missing="$$missing microsocks"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		(apt-get update -qq && $(APT_GET) install $$missing >/dev/null) || \

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # BLUEPRINTS = [(blueprint, url_prefix), ...]; create_app registers them (flask's tutorial does
 # the same), so importing a service never loads the web layer.
 WEB_DOMAINS = ("auth", "system", "strategies", "signals", "notifications", "monitoring",
-               "backups")
+               "backups", "proxies")
 
 
 def var_dir() -> Path:

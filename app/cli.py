@@ -158,6 +158,7 @@ DOMAIN_COMMANDS = (
     ("app.runtime.cli", "freqtrade_cli"),
     ("app.simulator.cli", "simulator_cli"),
     ("app.backups.cli", "backup_cli"),
+    ("app.proxies.cli", "proxies_cli"),
     ("app.notifications.cli", "notifications_cli"),
     ("app.monitoring.cli", "monitoring_cli"),
 )

@@ -327,8 +327,28 @@ class NotificationSettings:
 
 
 @dataclass
+class ProxyHealthSettings:
+    interval: Annotated[StrictInt, Field(ge=10, le=86400)] = 3600  # seconds between checks
+    timeout: Annotated[StrictFloat, Field(ge=0.5, le=60)] = 5.0  # seconds per check request
+    success_rate: Percent = 90  # % of the last `window` checks, else down
+    max_latency_ms: Annotated[StrictInt, Field(ge=1, le=60000)] = 500
+    failures_to_down: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    successes_to_up: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    window: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
+    url: StrictStr = ""  # what a check requests; "" = the exchange's ping
+
+
+@dataclass
+class ProxySwitchingSettings:
+    allow_direct: StrictBool = False  # fail over to a direct connection when no proxy is up
+
+
+@dataclass
 class ProxySettings:
-    """proxy.yml: no live keys yet (proxies and their health checks are not built)."""
+    """proxy.yml: health checks of the exchange proxies and failover."""
+
+    health: ProxyHealthSettings = field(default_factory=ProxyHealthSettings)
+    switching: ProxySwitchingSettings = field(default_factory=ProxySwitchingSettings)
 
 
 # ----------------------------------------------------------------------------- the whole

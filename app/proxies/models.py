@@ -12,6 +12,7 @@ class Proxy(db.Model):
     id = db.Column(db.Integer, primary_key=True)
     name = db.Column(db.String(64), unique=True, nullable=False)
     url = db.Column(db.String(255), nullable=False)
+    group = db.Column(db.String(64), index=True)  # failover moves within a group
     enabled = db.Column(db.Boolean, nullable=False, default=True)
     status = db.Column(db.String(16), nullable=False, default="unknown")  # up|down|unknown
     consecutive_failures = db.Column(db.Integer, nullable=False, default=0)

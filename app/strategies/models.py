@@ -31,6 +31,7 @@ class Strategy(db.Model):
     max_open_trades = db.Column(db.Integer, nullable=False, default=3)
     dry_run_wallet = db.Column(db.Float, nullable=False, default=1000.0)
     proxy_id = db.Column(db.Integer, db.ForeignKey("proxies.id", ondelete="SET NULL"))
+    proxy_group = db.Column(db.String(64))  # failover picks another up proxy of this group
     strong_threshold = db.Column(db.Float, nullable=False, default=0.8)
     medium_threshold = db.Column(db.Float, nullable=False, default=0.6)
     weak_threshold = db.Column(db.Float, nullable=False, default=0.4)

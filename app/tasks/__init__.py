@@ -31,6 +31,7 @@ PERIODIC_JOBS: list[tuple[str, str, Interval, int]] = [
      lambda s: s.system.monitoring.gateway_health_interval, 120),
     ("app.tasks.runtime.reconcile_transitions", "monitoring", 30, 120),
     ("app.tasks.backups.daily_backup", "backups", 60, 4 * 3600),
+    ("app.tasks.proxies.check_proxies", "monitoring", lambda s: s.proxy.health.interval, 600),
 ]
 
 
