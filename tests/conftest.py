@@ -29,6 +29,7 @@ BOTS_FILES = {
     "tests/gateway/test_routes.py", "tests/monitoring/test_bots.py",
     "tests/backups/test_live_backup.py", "tests/notifications/test_end_to_end.py",
     "tests/runtime/test_bots.py", "tests/runtime/test_versions.py",
+    "tests/proxies/test_bot_proxies.py",
     "tests/signals/test_bot_signals.py", "tests/strategies/test_bots.py",
 }
 

@@ -148,8 +148,9 @@ def install(version: str, progress: Callable[[str], None] | None = None) -> dict
         python = folder / "bin" / "python"
         say(f"pip install freqtrade=={version}")
         try:
+            # aiohttp-socks: ccxt's socksProxy in FreqTrade's async client (SOCKS5 proxies).
             _run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                  "--no-input", f"freqtrade=={version}"])
+                  "--no-input", f"freqtrade=={version}", "aiohttp-socks"])
         except VersionError as exc:
             raise VersionError(f"FreqTrade {version} could not be installed from the package "
                                f"registry: {exc.message}") from exc
