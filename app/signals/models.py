@@ -56,3 +56,24 @@ class Signal(db.Model):
     dispatched_at = db.Column(db.DateTime, index=True)
 
     strategy = db.relationship("Strategy")
+
+
+class SignalOutcome(db.Model):
+    """What the market did after a signal: direction-aware forward returns after 1, 4 and 24
+    candles of its timeframe, and the best and worst excursion within 24 candles."""
+
+    __tablename__ = "signal_outcomes"
+
+    signal_id = db.Column(db.Integer, db.ForeignKey("signals.id", ondelete="CASCADE"),
+                          primary_key=True)
+    strategy_id = db.Column(db.Integer, nullable=False, index=True)
+    # pending (a horizon is still ahead) | done | unavailable (reason says why)
+    status = db.Column(db.String(16), nullable=False, default="pending")
+    reason = db.Column(db.Text, nullable=False, default="")
+    base_price = db.Column(db.Float)
+    return_1 = db.Column(db.Float)
+    return_4 = db.Column(db.Float)
+    return_24 = db.Column(db.Float)
+    max_favourable = db.Column(db.Float)
+    max_adverse = db.Column(db.Float)
+    computed_at = db.Column(db.DateTime, nullable=False, default=utcnow)

@@ -20,7 +20,7 @@ from app.clock import utcnow
 from app.errors import error_response
 from app.extensions import db, sock
 from app.rendering import render_page
-from app.signals import ingest, service
+from app.signals import ingest, outcomes, service
 from app.signals import live as live_feed
 from app.signals.grading import LEVELS
 from app.signals.ingest import ACTIONS, MAX_BODY_BYTES, MESSAGE_TYPES, WebhookError
@@ -129,6 +129,16 @@ def _csv_response(filters: service.SignalFilters) -> Response:
     return Response(stream_with_context(service.csv_lines(filters)),
                     mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@api.get("/quality")
+def quality_api():
+    raw_id, raw_horizon = request.args.get("strategy_id"), request.args.get("horizon", "4")
+    if raw_id not in (None, "") and not (raw_id.isdigit() and len(raw_id) < 19):
+        return error_response(400, "strategy_id must be a strategy id.", field="strategy_id")
+    if not raw_horizon.isdigit() or len(raw_horizon) > 3:
+        return error_response(400, "horizon must be 1, 4 or 24.", field="horizon")
+    return jsonify(outcomes.quality(int(raw_id) if raw_id else None, int(raw_horizon)))
 
 
 @api.get("")

@@ -1,0 +1,47 @@
+"""`flask signals …`: signal outcomes (what the market did next) and quality."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask.cli import AppGroup
+
+from app.errors import AppError
+from app.signals import outcomes
+
+signals_cli = AppGroup("signals", help="Signal outcomes and quality.")
+
+
+@signals_cli.command("outcomes")
+@click.option("--backfill", is_flag=True, help="Score every old signal too (in batches).")
+def outcomes_command(backfill: bool) -> None:
+    """Score the signals whose 1/4/24-candle horizons have passed."""
+    result = outcomes.backfill() if backfill else outcomes.compute()
+    click.echo(f"done {result['done']}, pending {result['pending']}, unavailable "
+               f"{result['unavailable']}; {result['requests']} klines requests")
+
+
+@signals_cli.command("quality")
+@click.argument("strategy_id", type=int, required=False)
+@click.option("--horizon", type=int, default=4, show_default=True, help="1, 4 or 24 candles.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def quality_command(strategy_id: int | None, horizon: int, as_json: bool) -> None:
+    """Hit rate and returns by strength level and decile, and the information coefficient."""
+    try:
+        report = outcomes.quality(strategy_id, horizon)
+    except AppError as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['signals']} scored signals, {horizon}-candle returns")
+    for level, stats in report["by_level"].items():
+        if stats["count"]:
+            click.echo(f"  {level:7} n={stats['count']:<6} right {stats['hit_rate']:.0%}  "
+                       f"mean {stats['mean']:+.4%}  median {stats['median']:+.4%}")
+        else:
+            click.echo(f"  {level:7} n=0")
+    ic = report["information_coefficient"]
+    click.echo(f"  IC {ic['ic']:+.3f} (t {ic['t']:+.2f}, n={ic['n']})" if ic["ic"] is not None
+               else f"  IC: too few signals (n={ic['n']})")
