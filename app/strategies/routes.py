@@ -12,6 +12,7 @@ from app.monitoring.bot_status import cached_status
 from app.rendering import render_page
 from app.runtime import versions
 from app.runtime.control import RuntimeControlError
+from app.signals import outcomes
 from app.strategies import library, service
 from app.strategies.models import STATUSES
 from app.strategies.validation import (
@@ -242,7 +243,8 @@ def _detail_context(strategy) -> dict:
     return {"strategy": strategy, "process": service.process_of(strategy),
             "events": service.recent_events(strategy.id, 10),
             "freqtrade_version": versions.effective(strategy.freqtrade_version),
-            "bot_version": seen.get("freqtrade_version")}
+            "bot_version": seen.get("freqtrade_version"),
+            "quality": outcomes.quality(strategy.id, 4)}
 
 
 @bp.get("/<int:strategy_id>")

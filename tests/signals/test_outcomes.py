@@ -165,3 +165,12 @@ def test_random_data_has_an_ic_near_zero(app, strategy):
     _scored(strategy, [(rng.random(), rng.gauss(0, 0.01)) for _ in range(400)])
     ic = outcomes.quality(strategy.id, 4)["information_coefficient"]
     assert abs(ic["ic"]) < 0.15 and abs(ic["t"]) < 3
+
+
+def test_the_strategy_page_shows_the_quality_table(app, strategy, client, api_token):
+    _scored(strategy, [(0.9, 0.01), (0.85, -0.01), (0.9, 0.02), (0.5, -0.02)])
+    page = client.get(f"/strategies/{strategy.id}",
+                      headers={"Authorization": f"Bearer {api_token}"}).get_data(as_text=True)
+    section = page[page.index('id="signal-quality"'):]
+    assert "67 %" in section  # strong: 2 of 3 right after 4 candles
+    assert "Information coefficient" in section
