@@ -123,3 +123,10 @@ def register(app: Flask) -> None:
             return _http_error(exc)
         log.exception("unhandled error")
         return error_response(500, "An unexpected error occurred; it has been logged.")
+
+
+def cli_error(exc: Exception):
+    """The message of an error as a CLI failure (`raise cli_error(exc) from exc`)."""
+    import click
+
+    return click.ClickException(getattr(exc, "message", None) or str(exc))

@@ -24,7 +24,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,27 +81,10 @@ def run(bots: int, launcher: str | None = None) -> dict:
     import psutil
 
     from app.runtime import control
-    from tests.bots import (
-        SimulatorProcess,
-        SupervisorProcess,
-        create_bots_app,
-        kill_leftover_bots,
-        make_strategy,
-        make_world,
-        stop_zygote,
-    )
-    from tests.support.servers import RedisServer
+    from tests.bots import make_strategy, standalone_world
 
-    base = Path(tempfile.mkdtemp(prefix="btcw-bench-mass-"))
-    redis = RedisServer().start()
-    world = make_world(base, None, redis.url, launcher=launcher)
-    simulator = SimulatorProcess(world)
-    supervisor = SupervisorProcess(world)
-    result: dict = {"bots": bots, "launcher": world.launcher, "cpu_count": os.cpu_count()}
-    try:
-        app = create_bots_app(world)
-        simulator.start()
-        supervisor.start()
+    with standalone_world("btcw-bench-mass-", launcher) as (world, app, supervisor):
+        result: dict = {"bots": bots, "launcher": world.launcher, "cpu_count": os.cpu_count()}
         with app.app_context():
             ids = [make_strategy(f"{name}-{n}", cls, (pair,)).id
                    for n, (name, cls, pair) in enumerate((DEMO * (bots // len(DEMO) + 1))[:bots])]
@@ -134,13 +116,6 @@ def run(bots: int, launcher: str | None = None) -> dict:
         result["pool_exhausted"] = log.count("QueuePool limit")
         result["tracebacks"] = log.count("Traceback")
         return result
-    finally:
-        if supervisor.alive():
-            supervisor.stop()
-        kill_leftover_bots(world.var_dir)
-        stop_zygote(world.var_dir)
-        simulator.stop()
-        redis.cleanup()
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,60 +27,39 @@ def run(bots: int, source: str, launcher: str | None) -> dict:
     from app.extensions import db
     from app.runtime import control, upgrades, versions
     from app.runtime.models import FreqtradeUpgrade
-    from tests.bots import (
-        SimulatorProcess,
-        SupervisorProcess,
-        create_bots_app,
-        kill_leftover_bots,
-        make_strategy,
-        make_world,
-        stop_zygote,
-    )
-    from tests.support.servers import RedisServer
+    from tests.bots import make_strategy, standalone_world
 
-    base = Path(tempfile.mkdtemp(prefix="btcw-bench-upgrade-"))
-    redis = RedisServer().start()
-    world = make_world(base, None, redis.url, launcher=launcher)
-    simulator, supervisor = SimulatorProcess(world), SupervisorProcess(world)
-    try:
-        app = create_bots_app(world)
-        simulator.start()
-        supervisor.start()
-        with app.app_context():
-            started = time.monotonic()
-            cached = versions.is_installed(source)
-            versions.install(source)
-            install = 0.0 if cached else time.monotonic() - started
-            ids = [make_strategy(f"{name}-{n}", cls, (pair,), freqtrade_version=source).id
-                   for n, (name, cls, pair) in enumerate((DEMO * (bots // len(DEMO) + 1))[:bots])]
-            for strategy_id in ids:
-                control.request_start(strategy_id)
-            for strategy_id in ids:
-                row = control.wait_for_status(strategy_id, ("running", "error"), 300)
-                if row.status != "running":
-                    raise RuntimeError(f"{row.name}: {row.status_message}")
-            row = upgrades.request_upgrade(versions.default_version(), ids, enqueue=False)
-            began = time.monotonic()
-            upgrades.run_upgrade(row.id)
-            total = time.monotonic() - began
-            row = db.session.get(FreqtradeUpgrade, row.id)
-            steps = {s["step"]: s["seconds"] for s in row.steps}
-            verify_done = max(v for k, v in steps.items() if k.startswith("verified"))
-            installed_at = steps.get("installed", 0.0)
-            target, downtime = row.target, {int(k): v for k, v in row.downtime.items()}
-            for strategy_id in ids:
-                control.request_stop(strategy_id)
-            for strategy_id in ids:
-                control.wait_for_status(strategy_id, ("stopped",), 120)
-        return {"bots": bots, "from": source, "to": target, "launcher": world.launcher,
-                "install_seconds": install, "verify_seconds": verify_done - installed_at,
-                "downtime": downtime, "total_seconds": total}
-    finally:
-        supervisor.stop()
-        kill_leftover_bots(world.var_dir)
-        stop_zygote(world.var_dir)
-        simulator.stop()
-        redis.cleanup()
+    with standalone_world("btcw-bench-upgrade-", launcher) as (world, app, _supervisor), \
+            app.app_context():
+        started = time.monotonic()
+        cached = versions.is_installed(source)
+        versions.install(source)
+        install = 0.0 if cached else time.monotonic() - started
+        ids = [make_strategy(f"{name}-{n}", cls, (pair,), freqtrade_version=source).id
+               for n, (name, cls, pair) in enumerate((DEMO * (bots // len(DEMO) + 1))[:bots])]
+        for strategy_id in ids:
+            control.request_start(strategy_id)
+        for strategy_id in ids:
+            row = control.wait_for_status(strategy_id, ("running", "error"), 300)
+            if row.status != "running":
+                raise RuntimeError(f"{row.name}: {row.status_message}")
+        row = upgrades.request_upgrade(versions.default_version(), ids, enqueue=False)
+        began = time.monotonic()
+        upgrades.run_upgrade(row.id)
+        total = time.monotonic() - began
+        row = db.session.get(FreqtradeUpgrade, row.id)
+        steps = {s["step"]: s["seconds"] for s in row.steps}
+        verify_done = max(v for k, v in steps.items() if k.startswith("verified"))
+        result = {"bots": bots, "from": source, "to": row.target, "launcher": world.launcher,
+                  "install_seconds": install,
+                  "verify_seconds": verify_done - steps.get("installed", 0.0),
+                  "downtime": {int(k): v for k, v in row.downtime.items()},
+                  "total_seconds": total}
+        for strategy_id in ids:
+            control.request_stop(strategy_id)
+        for strategy_id in ids:
+            control.wait_for_status(strategy_id, ("stopped",), 120)
+        return result
 
 
 def main() -> None:

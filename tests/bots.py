@@ -42,6 +42,7 @@ still alive with a config under this world's var dir is then killed and reported
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -488,3 +489,29 @@ def demo_bots(bots_app, bots_web, supervisor_process) -> list[DemoBot]:
                 pytest.fail(f"demo bot {bot.name} did not start: {strategy.status_message}\n"
                             + supervisor_process.log_text()[-3000:])
     return bots
+
+
+@contextlib.contextmanager
+def standalone_world(prefix: str, launcher: str | None = None):
+    """A whole bots world outside pytest (the benches): Redis, SQLite, the simulator and a
+    supervisor in a temp folder; yields (world, app, supervisor) and stops everything after."""
+    import tempfile
+
+    from tests.support.servers import RedisServer
+
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    redis = RedisServer().start()
+    world = make_world(base, None, redis.url, launcher=launcher)
+    simulator, supervisor = SimulatorProcess(world), SupervisorProcess(world)
+    try:
+        app = create_bots_app(world)
+        simulator.start()
+        supervisor.start()
+        yield world, app, supervisor
+    finally:
+        if supervisor.alive():
+            supervisor.stop()
+        kill_leftover_bots(world.var_dir)
+        stop_zygote(world.var_dir)
+        simulator.stop()
+        redis.cleanup()

@@ -10,13 +10,9 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from app.backups import service
-from app.errors import AppError
+from app.errors import AppError, cli_error
 
 backup_cli = AppGroup("backup", help="Backups of the database, bot files and trade databases.")
-
-
-def _fail(exc: AppError) -> None:
-    raise click.ClickException(exc.message) from exc
 
 
 def _size(value: int | None) -> str:
@@ -30,7 +26,7 @@ def backup_run(no_verify: bool) -> None:
     try:
         row = service.run_backup("manual", verify_after=not no_verify)
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     verified = "verified" if row.verified_at else "not verified"
     click.echo(f"{row.filename}  {_size(row.size_bytes)}  {verified}")
     click.echo(str(service.backups_dir() / row.filename))
@@ -60,7 +56,7 @@ def backup_verify(name: str) -> None:
     try:
         report = service.verify(_name(name))
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(f"{report['name']}: OK — {report['tables']} tables, {report['rows']:,} rows, "
                f"{report['files']} files match the manifest")
 
@@ -82,7 +78,7 @@ def backup_restore(name: str, into: str | None, yes: bool) -> None:
     try:
         report = service.restore(name, into=into)
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     where = f" into {report['into']}" if into else ""
     click.echo(f"Restored {report['name']}{where}: {report['tables']} tables, "
                f"{report['rows']:,} rows identical to the backup"
@@ -102,7 +98,7 @@ def backup_upgrade() -> None:
     try:
         message = service.upgrade_schema()
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(message)
 
 

@@ -55,6 +55,7 @@ from app.errors import AppError, Conflict, NotFound
 from app.extensions import db, redis_store
 from app.monitoring.alerts import raise_alert
 from app.runtime import control, paths
+from app.runtime.sqlite_copy import copy_database
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
@@ -195,16 +196,8 @@ def progress() -> dict | None:
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database (WAL included) through the backup API."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
-    dst = sqlite3.connect(target)
-    try:
-        with dst:
-            src.backup(dst)
-        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-    finally:
-        src.close()
-        dst.close()
+    """A consistent, self-contained copy of a live SQLite database (WAL included)."""
+    copy_database(source, target, self_contained=True)
 
 
 def _dump_database(url: str, folder: Path) -> tuple[Path, Callable[[], dict], str | None]:
@@ -655,15 +648,7 @@ def _stop_bots(ids: list[int], timeout: float = 120) -> None:
 def _restore_sqlite_file(source: Path, target_url: str) -> None:
     """Replace the live SQLite database with `source`, in one transaction (other processes'
     open connections see the new contents, never a half-written file)."""
-    target = _sqlite_file(target_url)
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(target, timeout=60)
-    try:
-        with dst:
-            src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    copy_database(source, _sqlite_file(target_url))
 
 
 def _swap_tree(source: Path, live: Path) -> None:

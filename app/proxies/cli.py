@@ -7,14 +7,10 @@ import json
 import click
 from flask.cli import AppGroup
 
-from app.errors import AppError
+from app.errors import AppError, cli_error
 from app.proxies import service
 
 proxies_cli = AppGroup("proxies", help="Exchange proxies: list, add, remove, check.")
-
-
-def _fail(exc: AppError) -> None:
-    raise click.ClickException(exc.message) from exc
 
 
 @proxies_cli.command("list")
@@ -42,7 +38,7 @@ def add_command(name: str, url: str, group: str | None) -> None:
     try:
         proxy = service.create({"name": name, "url": url, "group": group})
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     row = service.check(proxy)
     click.echo(f"Proxy {proxy.id} {proxy.name} added ({service.mask(proxy.url)}); check "
                + ("passed" if row.ok else f"failed: {row.error}"))
@@ -55,7 +51,7 @@ def remove_command(proxy_id: int) -> None:
     try:
         service.remove(proxy_id)
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(f"Proxy {proxy_id} removed.")
 
 
@@ -70,4 +66,4 @@ def check_command(proxy_id: int | None) -> None:
             return
         click.echo(json.dumps(service.check_all(), indent=2))
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc

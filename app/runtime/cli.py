@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from app.errors import AppError
+from app.errors import AppError, cli_error
 from app.extensions import redis_store
 from app.monitoring.watchdog import Watchdog
 from app.runtime import hosts, upgrades, versions
@@ -77,10 +77,6 @@ def supervisor_forget(host: str) -> None:
 freqtrade_cli = AppGroup("freqtrade", help="FreqTrade versions and upgrades.")
 
 
-def _fail(exc: AppError) -> None:
-    raise click.ClickException(exc.message) from exc
-
-
 @freqtrade_cli.command("versions")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def versions_command(as_json: bool) -> None:
@@ -103,7 +99,7 @@ def install_command(version: str) -> None:
     try:
         row = versions.install(version, progress=lambda what: click.echo(f"  {what}"))
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(f"FreqTrade {row['version']} installed in {row['path']}")
 
 
@@ -114,7 +110,7 @@ def remove_command(version: str) -> None:
     try:
         versions.remove(version)
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(f"FreqTrade {version} removed.")
 
 
@@ -129,13 +125,13 @@ def upgrade_command(version: str, strategy_ids: tuple[int, ...]) -> None:
         row = upgrades.request_upgrade(version, list(strategy_ids) or None,
                                        requested_by="cli", enqueue=False)
     except AppError as exc:
-        _fail(exc)
+        raise cli_error(exc) from exc
     click.echo(f"Upgrade #{row.id} to FreqTrade {row.target} of strategies {row.strategy_ids}")
     try:
         upgrades.run_upgrade(row.id)
     except AppError as exc:
         _print_steps(row)
-        _fail(exc)
+        raise cli_error(exc) from exc
     _print_steps(row)
     click.echo(f"Done: {row.status}.")
 

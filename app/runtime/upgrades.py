@@ -25,7 +25,6 @@ import contextlib
 import logging
 import shutil
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from app.runtime import control, paths, versions
 from app.runtime.bot_client import BotClient, BotError
 from app.runtime.launcher import LaunchError, SubprocessLauncher
 from app.runtime.models import FreqtradeUpgrade
+from app.runtime.sqlite_copy import copy_database
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
@@ -256,14 +256,7 @@ def _snapshot(strategy_id: int, upgrade_id: int) -> Path | None:
     if not source.exists():
         return None
     target = source.with_name(f"{source.name}.before-upgrade-{upgrade_id}")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
-    dst = sqlite3.connect(target)
-    try:
-        with dst:
-            src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    copy_database(source, target)
     return target
 
 
@@ -274,14 +267,7 @@ def _put_back(snapshot: Path | None, strategy_id: int) -> None:
     if snapshot is None:
         live.unlink(missing_ok=True)
         return
-    src = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
-    dst = sqlite3.connect(live)
-    try:
-        with dst:
-            src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    copy_database(snapshot, live)
 
 
 def _stop(strategy_id: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from app.errors import cli_error
 from app.rendering import mebibytes
 from app.runtime.control import RuntimeControlError
 from app.strategies import library, service
@@ -27,8 +28,6 @@ def _lookup(ref: str):
         raise click.ClickException(str(exc)) from exc
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(getattr(exc, "message", None) or str(exc))
 
 
 def _echo_json(data) -> None:
@@ -44,7 +43,7 @@ def list_command(as_json: bool, status: str | None) -> None:
     try:
         strategies = service.list_strategies(status)
     except service.ServiceError as exc:
-        raise _fail(exc) from exc
+        raise cli_error(exc) from exc
     rows = service.list_rows(strategies)
     if as_json:
         _echo_json({"strategies": rows, "count": len(rows)})
@@ -110,7 +109,7 @@ def _run(strategy_id: int, command: str, wait: float) -> None:
     except service.StartFailed as exc:
         raise click.ClickException(exc.message) from exc
     except (service.ServiceError, RuntimeControlError) as exc:
-        raise _fail(exc) from exc
+        raise cli_error(exc) from exc
     line = result["message"]
     if result.get("port") and result["strategy_status"] == "running":
         line += f" Port {result['port']}, pid {result['pid']}."
@@ -209,7 +208,7 @@ def logs_command(ref: str, limit: int) -> None:
     try:
         result = service.strategy_logs(_lookup(ref).id, service.parse_limit(limit))
     except service.ServiceError as exc:
-        raise _fail(exc) from exc
+        raise cli_error(exc) from exc
     if result["note"]:
         click.echo(f"# {result['note']}", err=True)
     for line in result["logs"]:
