@@ -245,7 +245,8 @@ def make_strategy(name: str, strategy_class: str = "MA_Cross_BTC",
 
 
 def discard_strategy(strategy_id: int, timeout: float = 60) -> None:
-    """Stop a test's own strategy if it runs and delete its row and port (needs app context)."""
+    """Stop a test's own strategy if it runs, free its port, remove its signals and mark it
+    deleted (needs app context)."""
     from app.extensions import db
     from app.runtime import control
     from app.runtime.port_pool import PortPool
@@ -272,7 +273,13 @@ def discard_strategy(strategy_id: int, timeout: float = 60) -> None:
         (Notification.strategy_id == strategy_id) | Notification.signal_id.in_(signals)))
     db.session.execute(db.delete(Signal).where(Signal.strategy_id == strategy_id))
     db.session.execute(db.delete(StrategyEvent).where(StrategyEvent.strategy_id == strategy_id))
-    db.session.execute(db.delete(Strategy).where(Strategy.id == strategy_id))
+    # Deleted the way the app deletes (the row stays, marked): its id is never handed to the
+    # next strategy, whose bot would otherwise meet this one's files and the supervisor's
+    # memory of it.
+    from app.clock import utcnow
+
+    db.session.execute(db.update(Strategy).where(Strategy.id == strategy_id)
+                       .values(deleted_at=utcnow(), desired_state="stopped"))
     db.session.commit()
 
 

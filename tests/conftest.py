@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from config import yaml_io
-from tests.support.servers import PostgresServer, RedisServer, reserved_port
+from tests.support.servers import RESERVED_HOST, PostgresServer, RedisServer, reserved_port
 
 pytest_plugins = ["tests.bots"]
 
@@ -94,8 +94,8 @@ def config_dir(tmp_path_factory) -> Path:
     system = yaml_io.load((folder / "system.yml").read_text())
     section = system["system"]
     # Never started in these tests: held, so no other test's server can answer there.
-    section["gateway"]["port"] = reserved_port()
-    section["simulator"]["port"] = reserved_port()
+    section["gateway"].update(host=RESERVED_HOST, port=reserved_port())
+    section["simulator"].update(host=RESERVED_HOST, port=reserved_port())
     (folder / "system.yml").write_text(yaml_io.dump(system))
     return folder
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -85,20 +86,26 @@ def _open_trade(strategy_id: int, pair: str) -> list[tuple]:
     strategy = db.session.get(Strategy, strategy_id)
     client = BotClient.for_strategy(strategy, timeout=20)
     if not client.status():  # the strategy may have opened one itself (max_open_trades 1)
-        client.post("forceenter", {"pair": pair, "side": "long", "entry_tag": "upgrade-test"})
+        client.post("forceenter", {"pair": pair, "side": "long", "entry_tag": "upgrade-test",
+                                   "ordertype": "market"})
+    # Filled, not only ordered: FreqTrade cancels a dry-run order still open when it restarts.
     deadline = time.monotonic() + 60
-    while not client.status():
-        assert time.monotonic() < deadline, "the forced trade did not open"
+    while not any(t.get("amount") and not t.get("has_open_orders") for t in client.status()):
+        assert time.monotonic() < deadline, f"the forced trade did not fill: {client.status()}"
         time.sleep(0.5)
-    return _trades(strategy_id)
+    trades = _trades(strategy_id)
+    assert trades, "an open trade to carry through"
+    return trades
 
 
 def _trades(strategy_id: int) -> list[tuple]:
+    """Every trade the bot's database holds, open (/status) or closed since (/trades): (id,
+    pair, open date) — the strategy may close one on its own right after a restart."""
     db.session.rollback()
     strategy = db.session.get(Strategy, strategy_id)
     client = BotClient.for_strategy(strategy, timeout=20)
-    return sorted((t["trade_id"], t["pair"], t["open_date"], t["amount"])
-                  for t in client.trades()["trades"])
+    found = list(client.status()) + list(client.trades()["trades"])
+    return sorted({(t["trade_id"], t["pair"], t["open_date"]) for t in found})
 
 
 def test_versions_are_listed_refused_when_bad_and_kept_while_used(bots_ctx, old_release,
@@ -131,8 +138,11 @@ def test_a_bot_on_2026_8_is_upgraded_with_its_open_trades_and_a_canary_spares_th
     before = _open_trade(upgraded.id, "BTC/USDT")
     spared_pid = spared.pid
 
+    old_pid = db.session.get(Strategy, upgraded.id).pid
     row = upgrades.request_upgrade(versions.default_version(), [upgraded.id], enqueue=False)
     assert upgrades.run_upgrade(row.id) == "done"
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie", \
+        "the 2026.8 bot is gone"
     db.session.refresh(row)
     assert row.status == "done" and str(upgraded.id) in row.downtime
     assert _version_of(upgraded.id) == versions.default_version()
@@ -167,6 +177,7 @@ def test_a_switch_that_never_gets_healthy_is_rolled_back_with_its_trades(bots_ct
                                                                          monkeypatch):
     strategy = on_old("roll-me-back", pair="SOL/USDT")
     before = _open_trade(strategy.id, "SOL/USDT")
+    first_pid = strategy.pid
 
     def never_healthy(strategy_id, timeout=upgrades.HEALTHY_TIMEOUT):
         if db.session.get(Strategy, strategy_id).freqtrade_version is None:
@@ -180,6 +191,8 @@ def test_a_switch_that_never_gets_healthy_is_rolled_back_with_its_trades(bots_ct
         upgrades.run_upgrade(row.id)
     db.session.rollback()
     row = db.session.get(type(row), row.id)
+    assert not psutil.pid_exists(first_pid) or psutil.Process(first_pid).status() == "zombie", \
+        f"the first bot (pid {first_pid}) was stopped"
     assert row.status == "rolled_back" and "injected" in row.error, row.error
     assert "rollback problems" not in row.error, row.error
     assert db.session.get(Strategy, strategy.id).freqtrade_version == OLD

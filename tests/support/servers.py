@@ -21,12 +21,15 @@ def free_port() -> int:
 _RESERVED: list[socket.socket] = []
 
 
+RESERVED_HOST = "127.0.0.2"  # loopback too, but no test server binds here
+
+
 def reserved_port() -> int:
-    """A port held for the rest of this process — bound, never listening — for a server the
-    tests configure but never start: connecting is refused at once, and no other test (of any
-    xdist worker) can be handed the same number by free_port() and answer there instead."""
+    """A port on RESERVED_HOST held for the rest of this process — bound, never listening —
+    for a server the tests configure but never start: connecting is refused at once, and no
+    test server (they all bind 127.0.0.1, any port) can answer there instead."""
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    s.bind((RESERVED_HOST, 0))
     _RESERVED.append(s)
     return s.getsockname()[1]
 
