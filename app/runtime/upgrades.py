@@ -134,7 +134,7 @@ class _Recorder:
 
 def run_upgrade(upgrade_id: int) -> str:
     """The upgrade job (see the module docstring); its outcome."""
-    row = db.session.get(FreqtradeUpgrade, upgrade_id)
+    row = get_upgrade(upgrade_id)
     if row is None:
         raise NotFound(f"No upgrade with id {upgrade_id}.")
     record = _Recorder(row)
@@ -207,11 +207,12 @@ def verify_strategy(strategy: Strategy, target: str) -> str:
     pid = None
     try:
         try:
-            pid = launcher.launch(scratch, _free_port(host))
+            port = _free_port(host)
+            pid = launcher.launch(scratch, port)
         except LaunchError as exc:
             raise UpgradeError(f"{strategy.name} does not run on FreqTrade {target}: "
                                f"{exc}") from exc
-        client = BotClient(host=host, port=_port_of(folder), username=scratch.api_username,
+        client = BotClient(host=host, port=port, username=scratch.api_username,
                            password=scratch.api_password, timeout=5, name=strategy.name)
         reported = client.version().get("version", "?")
         deadline = time.monotonic() + HEALTHY_TIMEOUT
@@ -236,11 +237,6 @@ def verify_strategy(strategy: Strategy, target: str) -> str:
         with contextlib.suppress(OSError):
             paths.log_path(scratch.id).unlink()
 
-
-def _port_of(folder: Path) -> int:
-    import json
-
-    return int(json.loads((folder / "config.json").read_text())["api_server"]["listen_port"])
 
 
 # ------------------------------------------------------------------------------ switching
@@ -347,6 +343,10 @@ def _roll_back(record: _Recorder, switched: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ reading
+
+
+def get_upgrade(upgrade_id: int) -> FreqtradeUpgrade | None:
+    return db.session.get(FreqtradeUpgrade, upgrade_id)
 
 
 def history(limit: int = 50) -> list[FreqtradeUpgrade]:

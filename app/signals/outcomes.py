@@ -29,11 +29,11 @@ from sqlalchemy import or_, select
 from app.clock import utcnow
 from app.errors import AppError
 from app.extensions import db
+from app.runtime.launcher import simulator_url
 from app.signals.ingest import SIGNAL_ACTIONS
 from app.signals.models import Signal, SignalOutcome
 from app.simulator.market import INTERVAL_MINUTES
 from app.strategies.models import Strategy
-from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,6 @@ MAX_KLINES = 1000  # Binance's limit per klines request
 
 class OutcomeError(AppError):
     status = 422
-
-
-def _exchange_url() -> str:
-    simulator = current_settings().system.simulator
-    host = "127.0.0.1" if simulator.host in ("0.0.0.0", "") else simulator.host  # noqa: S104
-    return f"http://{host}:{simulator.port}"
 
 
 def _symbol(pair: str) -> str:
@@ -76,7 +70,7 @@ class Klines:
         cursor = start_ms - start_ms % self.step
         while cursor <= end_ms and not self.error:
             try:
-                answer = self.session.get(f"{_exchange_url()}/api/v3/klines", params={
+                answer = self.session.get(f"{simulator_url()}/api/v3/klines", params={
                     "symbol": _symbol(self.pair), "interval": self.timeframe,
                     "startTime": cursor, "endTime": end_ms, "limit": MAX_KLINES}, timeout=30)
             except requests.RequestException as exc:

@@ -139,7 +139,7 @@ def api_upgrades():
 
 @freqtrade_api.get("/upgrades/<int:upgrade_id>")
 def api_upgrade_detail(upgrade_id: int):
-    row = next((r for r in upgrades.history(10**6) if r.id == upgrade_id), None)
+    row = upgrades.get_upgrade(upgrade_id)
     if row is None:
         return error_response(404, f"No upgrade with id {upgrade_id}.")
     return jsonify(upgrades.upgrade_json(row))

@@ -142,6 +142,16 @@ def _wait(predicate, timeout: float, what: str, tab=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _dashboard_shows_both(tab, seen: dict, base: str, bots, screenshot: str) -> None:
+    """FreqUI's dashboard at `base` fetched each bot's profit and names them all."""
+    tab.goto(f"{base}/dashboard")
+    for bot in bots:
+        _wait(lambda b=bot: _ok(seen, b.id, "profit"), 30, f"{bot.name}'s profit", tab)
+    tab.wait_for_timeout(1500)
+    tab.screenshot(path=str(SHOTS / screenshot), full_page=True)
+    assert all(bot.name in tab.content() for bot in bots)
+
+
 def _login_in_frequi(tab, base: str, gateway: str, bot, name: str) -> None:
     """FreqUI's own login form: bot name, API URL (the gateway's path for the bot), a BTC
     Watcher user's name and password."""
@@ -170,12 +180,8 @@ def test_frequi_from_an_allowed_origin_logs_in_to_two_bots_through_the_gateway(f
             f"{world['gateway']}/api/strategy/{b.id}" for b in (first, second)}
 
         # Dashboard: both bots side by side.
-        tab.goto(f"{world['allowed']}/dashboard")
-        for bot in (first, second):
-            _wait(lambda b=bot: _ok(seen, b.id, "profit"), 30, f"{bot.name}'s profit", tab)
-        tab.wait_for_timeout(1500)
-        tab.screenshot(path=str(SHOTS / "frequi-allowed-origin-dashboard.png"), full_page=True)
-        assert first.name in tab.content() and second.name in tab.content()
+        _dashboard_shows_both(tab, seen, world["allowed"], (first, second),
+                              "frequi-allowed-origin-dashboard.png")
 
         # Trade view, chart with candles, logs.
         tab.goto(f"{world['allowed']}/trade")
@@ -277,12 +283,8 @@ def test_frequi_served_by_btc_watcher_shows_every_bot_after_one_login(frequi_wor
         stored = json.loads(tab.evaluate("localStorage.getItem('ftAuthLoginInfo')"))
         assert {k for k in stored} == {f"btcw-{first.id}", f"btcw-{second.id}"}
         assert not [a for a in seen["answers"] if a[2] >= 400], seen["answers"]
-        tab.goto(f"{world['gateway']}/dashboard")
-        for bot in (first, second):
-            _wait(lambda b=bot: _ok(seen, b.id, "profit"), 30, f"{bot.name}'s profit", tab)
-        tab.wait_for_timeout(1500)
-        tab.screenshot(path=str(SHOTS / "frequi-served-by-btc-watcher.png"), full_page=True)
-        assert first.name in tab.content() and second.name in tab.content()
+        _dashboard_shows_both(tab, seen, world["gateway"], (first, second),
+                              "frequi-served-by-btc-watcher.png")
 
         # "Open in FreqUI" on the second strategy's page selects that bot.
         tab.goto(f"{world['web']}/strategies/{second.id}")

@@ -28,18 +28,11 @@ class TinyProxy:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> TinyProxy:
-        binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-        if not Path(binary).exists():
-            pytest.fail("tinyproxy is not installed (make test-packages installs it)")
-        self.proc = subprocess.Popen([binary, "-d", "-c", str(self.conf)],  # noqa: S603
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, 10)
+        self.proc = _serve("tinyproxy", ["-d", "-c", str(self.conf)], self.port)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        _kill(self.proc)
 
 
 class MicroSocks:
@@ -50,15 +43,25 @@ class MicroSocks:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MicroSocks:
-        binary = shutil.which("microsocks") or "/usr/bin/microsocks"
-        if not Path(binary).exists():
-            pytest.fail("microsocks is not installed (make test-packages installs it)")
-        self.proc = subprocess.Popen([binary, "-i", "127.0.0.1", "-p", str(self.port)],  # noqa: S603
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, 10)
+        self.proc = _serve("microsocks", ["-i", "127.0.0.1", "-p", str(self.port)], self.port)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        _kill(self.proc)
+
+
+def _serve(name: str, argv: list[str], port: int) -> subprocess.Popen:
+    """Start a Debian proxy binary and wait until it listens on `port`."""
+    binary = shutil.which(name) or f"/usr/bin/{name}"
+    if not Path(binary).exists():
+        pytest.fail(f"{name} is not installed (make test-packages installs it)")
+    proc = subprocess.Popen([binary, *argv], stdout=subprocess.DEVNULL,  # noqa: S603
+                            stderr=subprocess.DEVNULL)
+    wait_port(port, 10)
+    return proc
+
+
+def _kill(proc: subprocess.Popen | None) -> None:
+    if proc and proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
