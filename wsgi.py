@@ -1,4 +1,5 @@
-"""WSGI entry points for gunicorn: `wsgi:web()` (port 8000) and `wsgi:gateway()` (port 8080).
+"""WSGI entry points for gunicorn: `wsgi:web()` (port 8000), `wsgi:gateway()` (port 8080) and
+`wsgi:relay()` (the exchange relay, port 9990, one worker).
 
 gevent's monkey patching comes first, before anything else is imported.
 """
@@ -7,7 +8,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from app import create_app, create_gateway_app  # noqa: E402
+from app import create_app, create_gateway_app, create_relay_app  # noqa: E402
 
 
 def web():
@@ -18,3 +19,8 @@ def web():
 def gateway():
     """The gateway in front of every bot."""
     return create_gateway_app()
+
+
+def relay():
+    """The exchange relay of this host (one worker: its cache and budget live in it)."""
+    return create_relay_app()

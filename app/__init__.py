@@ -202,3 +202,14 @@ def create_gateway_app(test_config: dict | None = None) -> Flask:
     app.wsgi_app = GatewayCors(proxy, lambda: (*holder.settings.system.security.cors_origins,
                                                holder.settings.system.web.public_url))
     return app
+
+
+def create_relay_app(test_config: dict | None = None):
+    """The exchange relay of this host as a WSGI callable (see app/relay): settings, database
+    and Redis like the others, answers served by its own small WSGI function."""
+    app = Flask(__name__)
+    app.config.from_mapping(_base_config(test_config))
+    _init_common(app)
+    from app.relay.service import build_wsgi
+
+    return build_wsgi(app)

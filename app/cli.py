@@ -159,6 +159,7 @@ DOMAIN_COMMANDS = (
     ("app.simulator.cli", "simulator_cli"),
     ("app.backups.cli", "backup_cli"),
     ("app.proxies.cli", "proxies_cli"),
+    ("app.relay.cli", "relay_cli"),
     ("app.signals.cli", "signals_cli"),
     ("app.notifications.cli", "notifications_cli"),
     ("app.monitoring.cli", "monitoring_cli"),

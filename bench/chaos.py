@@ -67,6 +67,7 @@ class Stack:
                                        public_url=f"http://127.0.0.1:{self.web_port}")
         system["system"]["gateway"]["port"] = self.gateway_port
         system["system"]["simulator"]["port"] = self.simulator_port
+        system["system"]["exchange_relay"]["port"] = free_port()
         system["system"]["capacity"].update(port_range_start=start, port_range_end=start + 99)
         (config / "system.yml").write_text(yaml_io.dump(system))
         self.env = {**os.environ, "BTCW_VAR_DIR": str(self.var), "BTCW_CONFIG_DIR": str(config),

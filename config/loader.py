@@ -181,6 +181,24 @@ class SimulatorSettings:
         default_factory=lambda: ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT"]
     )
     replay: list[StrictStr] = field(default_factory=list)  # "PAIR=path/to.csv": replay real candles
+    weight_limit: Annotated[StrictInt, Field(ge=0, le=10**7)] = 6000  # per IP per minute; 0 = off
+    ban_seconds: Annotated[StrictInt, Field(ge=1, le=10**6)] = 120  # first 418 ban, then doubled
+
+
+@dataclass
+class ExchangeRelaySettings:
+    enabled: StrictBool = True  # bots on binance/simulator fetch market data through the relay
+    host: StrictStr = "127.0.0.1"
+    port: Port = 9990
+    weight_share: Annotated[StrictInt, Field(ge=1, le=100)] = 80  # % of each IP's limit used
+    weight_limit: Annotated[StrictInt, Field(ge=1, le=10**7)] = 6000  # Binance's, per IP/minute
+    use_direct: StrictBool = True  # this host's own IP is one upstream besides the proxies
+    forming_ttl: Annotated[StrictFloat, Field(ge=0, le=60)] = 5.0  # latest candles, same candle
+    ticker_ttl: Annotated[StrictFloat, Field(ge=0, le=60)] = 1.0  # tickers, order books, prices
+    exchange_info_ttl: Annotated[StrictInt, Field(ge=0, le=86400)] = 300
+    cache_mb: Annotated[StrictInt, Field(ge=1, le=4096)] = 64
+    timeout: Annotated[StrictFloat, Field(ge=0.5, le=120)] = 10.0  # seconds per upstream call
+    binance_url: StrictStr = "https://api.binance.com"
 
 
 @dataclass
@@ -194,6 +212,7 @@ class SystemSettings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     web: WebSettings = field(default_factory=WebSettings)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    exchange_relay: ExchangeRelaySettings = field(default_factory=ExchangeRelaySettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
 
 

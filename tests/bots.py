@@ -77,6 +77,7 @@ class BotsWorld:
     port_start: int
     port_end: int
     simulator_port: int
+    relay_port: int
     public_url: str  # the bots' webhooks go to {public_url}/api/v1/signals/webhook/<id>
     launcher: str = "subprocess"  # system.runtime.launcher of this world
 
@@ -149,13 +150,14 @@ def make_world(base: Path, database_url: str | None, redis_url: str,
         redis_url=redis_url,
         config_dir=config, var_dir=var, strategies_dir=strategies,
         port_start=start, port_end=start + PORT_RANGE_SIZE - 1,
-        simulator_port=free_port(), public_url=f"http://127.0.0.1:{free_port()}",
+        simulator_port=free_port(), relay_port=free_port(), public_url=f"http://127.0.0.1:{free_port()}",
     )
     system = yaml_io.load((config / "system.yml").read_text())
     section = system["system"]
     section["capacity"].update(port_range_start=world.port_start, port_range_end=world.port_end)
     section["simulator"].update(port=world.simulator_port, host="127.0.0.1")
     section["web"]["public_url"] = world.public_url
+    section["exchange_relay"].update(host="127.0.0.1", port=world.relay_port)
     section["gateway"]["port"] = free_port()  # never a `make run` gateway on the default port
     section["freqtrade"].update(strategies_directory=str(strategies), startup_timeout=90,
                                 shutdown_timeout=15, versions_directory=str(versions_cache()))
@@ -323,11 +325,22 @@ class SimulatorProcess:
         self.proc = None
 
 
+def relay_process(world: BotsWorld):
+    """The world's exchange relay (`gunicorn wsgi:relay()`, one worker) on world.relay_port."""
+    from tests.signals.webserver import GunicornWeb
+
+    return GunicornWeb(world.env(), workers=1, port=world.relay_port, entry="wsgi:relay()",
+                       ready="/_relay/stats", log_path=world.var_dir / "relay.log")
+
+
 @pytest.fixture(scope="session")
 def simulator(bots_world):
-    """The market simulator (a subprocess) on bots_world.simulator_port; yields its base URL."""
+    """The market simulator (a subprocess) on bots_world.simulator_port, and the exchange relay
+    the bots reach it through; yields the simulator's base URL."""
     process = SimulatorProcess(bots_world).start()
+    relay = relay_process(bots_world).start()
     yield process.url
+    relay.stop()
     process.stop()
 
 
@@ -498,10 +511,16 @@ def demo_bots(bots_app, bots_web, supervisor_process) -> list[DemoBot]:
     return bots
 
 
+def world_relay_enabled(world: BotsWorld) -> bool:
+    system = yaml_io.load((world.config_dir / "system.yml").read_text())["system"]
+    return bool(system.get("exchange_relay", {}).get("enabled", True))
+
+
 @contextlib.contextmanager
-def standalone_world(prefix: str, launcher: str | None = None):
-    """A whole bots world outside pytest (the benches): Redis, SQLite, the simulator and a
-    supervisor in a temp folder; yields (world, app, supervisor) and stops everything after."""
+def standalone_world(prefix: str, launcher: str | None = None, adjust=None):
+    """A whole bots world outside pytest (the benches): Redis, SQLite, the simulator, the relay
+    and a supervisor in a temp folder; yields (world, app, supervisor) and stops everything
+    after. `adjust(system)` may change the world's system.yml section before anything starts."""
     import tempfile
 
     from tests.support.servers import RedisServer
@@ -509,10 +528,18 @@ def standalone_world(prefix: str, launcher: str | None = None):
     base = Path(tempfile.mkdtemp(prefix=prefix))
     redis = RedisServer().start()
     world = make_world(base, None, redis.url, launcher=launcher)
+    if adjust is not None:
+        path = world.config_dir / "system.yml"
+        system = yaml_io.load(path.read_text())
+        adjust(system["system"])
+        path.write_text(yaml_io.dump(system))
     simulator, supervisor = SimulatorProcess(world), SupervisorProcess(world)
+    relay = relay_process(world)
     try:
         app = create_bots_app(world)
         simulator.start()
+        if world_relay_enabled(world):
+            relay.start()
         supervisor.start()
         yield world, app, supervisor
     finally:
@@ -520,5 +547,6 @@ def standalone_world(prefix: str, launcher: str | None = None):
             supervisor.stop()
         kill_leftover_bots(world.var_dir)
         stop_zygote(world.var_dir)
+        relay.stop()
         simulator.stop()
         redis.cleanup()

@@ -29,7 +29,7 @@ BOTS_FILES = {
     "tests/gateway/test_routes.py", "tests/monitoring/test_bots.py",
     "tests/backups/test_live_backup.py", "tests/notifications/test_end_to_end.py",
     "tests/runtime/test_bots.py", "tests/runtime/test_versions.py",
-    "tests/proxies/test_bot_proxies.py",
+    "tests/proxies/test_bot_proxies.py", "tests/relay/test_bot_relay.py",
     "tests/signals/test_bot_signals.py", "tests/strategies/test_bots.py",
 }
 
@@ -96,6 +96,7 @@ def config_dir(tmp_path_factory) -> Path:
     # Never started in these tests: held, so no other test's server can answer there.
     section["gateway"].update(host=RESERVED_HOST, port=reserved_port())
     section["simulator"].update(host=RESERVED_HOST, port=reserved_port())
+    section["exchange_relay"].update(host=RESERVED_HOST, port=reserved_port())
     (folder / "system.yml").write_text(yaml_io.dump(system))
     return folder
 

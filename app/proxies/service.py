@@ -6,7 +6,8 @@ uses one proxy (`strategies.proxy_id`; none = a direct connection); the generate
 config gets exactly one ccxt proxy key for it (app/runtime/ft_config.proxy_ccxt_config).
 
 Health: every `proxy.health.interval` seconds (RQ cron) and on demand, one request through each
-enabled proxy to the exchange's ping (the market simulator here). A proxy goes **down** after
+enabled proxy to the exchange's ping (the market simulator here); a failure is re-checked at
+once, so a dead proxy is down within one pass. A proxy goes **down** after
 `failures_to_down` failures in a row, or when its success rate over the last `window` checks
 falls under `success_rate` %, or its latency over `max_latency_ms`; it is **up** again after
 `successes_to_up` successes in a row. Checks are kept 24 h.
@@ -275,12 +276,25 @@ def check(proxy: Proxy) -> ProxyCheck:
     return row
 
 
+RECHECK_DELAY = 1.0  # seconds between the quick re-checks of a proxy that just failed
+
+
 def check_all() -> dict:
-    """Check every enabled proxy, prune old checks, fail strategies over; a summary."""
+    """Check every enabled proxy, prune old checks, fail strategies over; a summary.
+
+    A proxy that is not down and fails is re-checked at once (RECHECK_DELAY apart) until it
+    answers or reaches `failures_to_down`: a dead proxy is down — and its bots moved — within
+    one pass, never `failures_to_down` intervals later; one lost request does not take it down.
+    """
     summary = {"up": 0, "down": 0, "unknown": 0, "moved": []}
+    health = current_settings().proxy.health
     for proxy in list_proxies():
         if proxy.enabled:
-            check(proxy)
+            row = check(proxy)
+            while (not row.ok and proxy.status != "down"
+                   and proxy.consecutive_failures < health.failures_to_down):
+                time.sleep(RECHECK_DELAY)
+                row = check(proxy)
         summary[proxy.status if proxy.status in summary else "unknown"] += 1
     db.session.execute(delete(ProxyCheck).where(ProxyCheck.checked_at < utcnow() - KEEP_CHECKS))
     db.session.commit()

@@ -11,7 +11,10 @@ FreqTrade 2026.9's own source (``freqtrade/rpc/webhook.py``, ``freqtrade/rpc/api
   its type in ``"type"`` and the strategy in ``"strategy"``, and all values arrive as strings;
 * strategy messages (``dp.send_msg``) reach the webhook with ``webhook.allow_custom_messages`` and
   the message websocket with a top-level ``"apiserver": {"allow_custom_messages": true}``;
-* exchange ``simulator`` means Binance with every ccxt API URL pointed at the market simulator.
+* exchange ``simulator`` means Binance with every ccxt API URL pointed at the market simulator;
+* with ``relay_url`` (the host's exchange relay, app/relay) a ``binance`` or ``simulator`` bot
+  sends every market-data call to the relay instead, which shares answers among the bots and
+  keeps them under one rate budget; a bot with its own proxy goes through that proxy instead.
 """
 
 from __future__ import annotations
@@ -87,8 +90,12 @@ def webhook_payloads(strategy: str) -> dict[str, dict[str, str]]:
     return payloads
 
 
+RELAYED_EXCHANGES = ("binance", SIMULATOR_EXCHANGE)
+
+
 def simulator_ccxt_config(base_url: str) -> dict[str, Any]:
-    """ccxt settings that send every Binance API family to the market simulator at ``base_url``."""
+    """ccxt settings that send every Binance API family to ``base_url`` (the market simulator,
+    or the exchange relay's ``/<exchange>`` prefix)."""
     base = base_url.rstrip("/")
     api = {
         "public": f"{base}/api/v3",
@@ -155,6 +162,7 @@ def build_bot_config(
     webhook_url: str | None = None,
     proxy_url: str | None = None,
     simulator_url: str | None = None,
+    relay_url: str | None = None,
     bot_name: str | None = None,
     cors_origins: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -162,7 +170,9 @@ def build_bot_config(
 
     ``exchange`` is a ccxt exchange id (``binance``, ``okx``…) or ``simulator``, which needs
     ``simulator_url`` (e.g. ``http://127.0.0.1:9999``). ``webhook_url`` None disables webhooks;
-    ``proxy_url`` (http/https/socks5) goes into ccxt. Raises ValueError on an unusable value.
+    ``proxy_url`` (http/https/socks5) goes into ccxt. ``relay_url`` (``http://host:9990/binance``)
+    sends market data through the exchange relay when the exchange is binance or simulator and
+    there is no proxy_url. Raises ValueError on an unusable value.
     """
     if len(jwt_secret) < MIN_JWT_SECRET_LENGTH:
         raise ValueError(f"jwt_secret needs at least {MIN_JWT_SECRET_LENGTH} characters")
@@ -174,7 +184,11 @@ def build_bot_config(
 
     ccxt_config: dict[str, Any] = {"enableRateLimit": True}
     plain_http_exchange = False
-    if exchange == SIMULATOR_EXCHANGE:
+    relayed = bool(relay_url) and not proxy_url and exchange in RELAYED_EXCHANGES
+    if relayed:
+        ccxt_config.update(simulator_ccxt_config(str(relay_url)))
+        exchange_name = "binance"
+    elif exchange == SIMULATOR_EXCHANGE:
         if not simulator_url:
             raise ValueError("exchange 'simulator' needs simulator_url")
         ccxt_config.update(simulator_ccxt_config(simulator_url))
@@ -240,9 +254,10 @@ def build_bot_config(
         "dataformat_ohlcv": "feather",
         "dataformat_trades": "feather",
     }
-    if exchange == SIMULATOR_EXCHANGE:
+    if relayed or exchange == SIMULATOR_EXCHANGE:
         # FreqTrade merges ccxt_config into the async client too; say it explicitly anyway.
-        config["exchange"]["ccxt_async_config"] = simulator_ccxt_config(str(simulator_url))
+        config["exchange"]["ccxt_async_config"] = simulator_ccxt_config(
+            str(relay_url if relayed else simulator_url))
     if log_file:
         config["logfile"] = str(log_file)
     if webhook_url:

@@ -130,6 +130,15 @@ def simulator_url() -> str:
     return f"http://{sim.host}:{sim.port}"
 
 
+def relay_url(exchange: str) -> str | None:
+    """Where a bot of `exchange` gets market data when the host's exchange relay serves it."""
+    cfg = current_settings().system.exchange_relay
+    exchange = (exchange or "").strip().lower()
+    if not cfg.enabled or exchange not in ("binance", "simulator"):
+        return None
+    return f"http://{cfg.host}:{cfg.port}/{exchange}"
+
+
 def write_bot_files(strategy, port: int, host: str | None = None) -> Path:
     """Create the bot's folder and write its FreqTrade config; the config path.
 
@@ -164,6 +173,7 @@ def write_bot_files(strategy, port: int, host: str | None = None) -> Path:
         webhook_url=webhook_url(strategy),
         proxy_url=proxy_url,
         simulator_url=simulator_url(),
+        relay_url=relay_url(strategy.exchange),
         bot_name=strategy.name,
         cors_origins=settings.security.cors_origins,
     )

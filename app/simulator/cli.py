@@ -34,6 +34,20 @@ def simulator_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Replay a CSV (timestamp_ms,open,high,low,close,volume) as PAIR's 1m path.",
         ),
         click.option(
+            "--weight-limit",
+            default=6000,
+            show_default=True,
+            type=click.IntRange(0, 10**7),
+            help="Binance's request weight per IP per minute (429, then 418 bans); 0 = no limit.",
+        ),
+        click.option(
+            "--ban-seconds",
+            default=120,
+            show_default=True,
+            type=click.IntRange(1, 10**6),
+            help="The first 418 ban; each repeat doubles it.",
+        ),
+        click.option(
             "--level",
             multiple=True,
             metavar="PAIR=PRICE",
@@ -46,7 +60,8 @@ def simulator_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run_simulator(
-    host: str, port: int, seed: int, pairs: str, replay: tuple[str, ...], level: tuple[str, ...]
+    host: str, port: int, seed: int, pairs: str, replay: tuple[str, ...], level: tuple[str, ...],
+    weight_limit: int = 6000, ban_seconds: int = 120,
 ) -> None:
     """Build the simulator from command-line values and serve it until interrupted."""
     try:
@@ -58,6 +73,8 @@ def run_simulator(
                 "pairs": [p for p in pairs.split(",") if p.strip()],
                 "replay": replays,
                 "price_levels": levels,
+                "weight_limit": weight_limit,
+                "ban_seconds": ban_seconds,
             }
         )
     except (OSError, ValueError) as exc:
@@ -91,6 +108,8 @@ def run_command(**values: Any) -> None:
         "seed": configured.seed,
         "pairs": ",".join(configured.pairs),
         "replay": tuple(configured.replay),
+        "weight_limit": configured.weight_limit,
+        "ban_seconds": configured.ban_seconds,
     }
     ctx = click.get_current_context()
     for name, value in from_config.items():

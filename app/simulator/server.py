@@ -10,7 +10,10 @@ with HTTP 400). Under ``/_sim/`` a small control API lets tests break the exchan
 * ``POST /_sim/exchange {"available": false}``: every ``/api/v3`` call answers 503 (an outage;
   a bot starting now cannot load markets).
 * ``GET  /_sim/requests?limit=N``: the most recent requests (method, path, query, status).
-* ``POST /_sim/reset``: switches back on, counters and the request log cleared.
+* ``POST /_sim/limits {"weight_limit": 6000, "ban_seconds": 120}``: Binance's per-IP request
+  weight budget (app/simulator/limits.py); 0 turns it off. ``GET /_sim/state`` shows each IP's use
+  and the 429/418 answers given.
+* ``POST /_sim/reset``: switches back on, counters, limits' state and the request log cleared.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
+from app.simulator.limits import DEFAULT_BAN_SECONDS, WeightLimiter, request_weight
 from app.simulator.market import (
     INTERVAL_MINUTES,
     MINUTE_MS,
@@ -112,6 +116,14 @@ def market_settings_from(settings: Any) -> MarketSettings:
         anchor_ms=pick("anchor_ms"),
         clock=pick("clock") or time.time,
     )
+
+
+def _pick(settings: Any, name: str, default: Any = None) -> Any:
+    if settings is None:
+        return default
+    if isinstance(settings, Mapping):
+        return settings.get(name, default)
+    return getattr(settings, name, default)
 
 
 def parse_replay(spec: str) -> tuple[str, str]:
@@ -240,8 +252,13 @@ def create_simulator_app(settings: Any = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     market = MarketModel(market_settings_from(settings))
     switches = ExchangeSwitches()
+    limiter = WeightLimiter(
+        weight_limit=int(_pick(settings, "weight_limit", 0) or 0),
+        ban_seconds=int(_pick(settings, "ban_seconds", DEFAULT_BAN_SECONDS) or DEFAULT_BAN_SECONDS),
+    )
     app.extensions["btcw_market"] = market
     app.extensions["btcw_switches"] = switches
+    app.extensions["btcw_limiter"] = limiter
 
     def profile_for_symbol(required: bool = True) -> PairProfile | None:
         symbol = request.args.get("symbol")
@@ -305,11 +322,22 @@ def create_simulator_app(settings: Any = None) -> Flask:
             raise BinanceError(
                 -1001, "Internal error; unable to process your request. Please try again.", 503
             )
+        verdict = limiter.charge(request.remote_addr or "?",
+                                 request_weight(request.path, request.args.to_dict()))
+        g.used_weight = verdict.used
+        if verdict.status != 200:
+            response = jsonify({"code": -1003, "msg": verdict.message})
+            response.status_code = verdict.status
+            response.headers["Retry-After"] = str(verdict.retry_after)
+            return response
+        return None
 
     @app.after_request
     def remember(response: Response) -> Response:
         if request.path.startswith("/api/"):
-            response.headers["X-MBX-USED-WEIGHT-1M"] = "1"
+            used = str(g.get("used_weight", 0))
+            response.headers["X-MBX-USED-WEIGHT"] = used
+            response.headers["X-MBX-USED-WEIGHT-1M"] = used
             with switches.lock:
                 switches.recent.append(
                     {
@@ -541,7 +569,23 @@ def create_simulator_app(settings: Any = None) -> Flask:
                 "exchange": {"available": switches.exchange_available},
                 "requests": dict(switches.counts),
             }
+        state["limits"] = limiter.snapshot()
         return jsonify(state)
+
+    @app.post("/_sim/limits")
+    def sim_limits() -> Response:
+        body = request.get_json(silent=True) or {}
+        for name in ("weight_limit", "ban_seconds"):
+            value = body.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= 10**7):
+                return _control_error(f"'{name}' must be a whole number 0..10000000")
+        if "weight_limit" in body:
+            limiter.weight_limit = body["weight_limit"]
+        if body.get("ban_seconds"):
+            limiter.ban_seconds = body["ban_seconds"]
+        limiter.reset()
+        return sim_state()
 
     @app.post("/_sim/klines")
     def sim_klines() -> Response:
@@ -578,6 +622,7 @@ def create_simulator_app(settings: Any = None) -> Flask:
     def sim_reset() -> Response:
         with switches.lock:
             switches.reset()
+        limiter.reset()
         return sim_state()
 
     return app

@@ -8,6 +8,7 @@ from app.auth.guard import public
 from app.errors import error_response
 from app.extensions import redis_store
 from app.monitoring.overview import system_health, system_page_context
+from app.relay import service as relay_service
 from app.rendering import render_page
 from app.runtime import upgrades, versions
 from app.system import config_service
@@ -56,6 +57,20 @@ def index():
     report, _ = system_health()
     return render_page("system/page.html", "system/_health.html", health=report,
                        **system_page_context())
+
+
+# ------------------------------------------------------------------------ exchange access
+
+
+@bp.get("/exchange")
+def exchange_page():
+    return render_page("system/exchange.html", "system/_exchange.html",
+                       **relay_service.access_report())
+
+
+@api.get("/exchange")
+def api_exchange():
+    return jsonify(relay_service.access_report())
 
 
 # ------------------------------------------------------------------------ FreqTrade versions

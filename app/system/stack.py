@@ -1,11 +1,11 @@
 """`flask up`: every process of BTC Watcher on this machine under supervisord, stopped on Ctrl-C.
 
-The programs (Redis when none answers, the simulator, web, gateway, worker, cron and the bot
-supervisor) run under supervisord (PyPI `supervisor`), whose configuration is generated into
-var/run/supervisord.conf on each start: a program that dies is started again at once, one that
+The programs (Redis when none answers, the simulator, the exchange relay, web, gateway, worker, cron
+and the bot supervisor) run under supervisord (PyPI `supervisor`), whose configuration is generated
+into var/run/supervisord.conf on each start: a program that dies is started again at once, one that
 keeps failing to start is retried with a growing delay, and their output goes to var/logs/. Ctrl-C
-(or SIGTERM) makes supervisord stop them in reverse order (the bot supervisor first, which stops
-its bots; Redis last), then the bot zygote is stopped. `supervisorctl -c var/run/supervisord.conf
+(or SIGTERM) makes supervisord stop them in reverse order (the bot supervisor first, which stops its
+bots; Redis last), then the bot zygote is stopped. `supervisorctl -c var/run/supervisord.conf
 status` shows them while it runs.
 """
 
@@ -34,7 +34,7 @@ from config.loader import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 # Start order (supervisord priority); stopping goes the other way.
-PRIORITY = {"redis": 10, "simulator": 20, "web": 30, "gateway": 30, "worker": 40,
+PRIORITY = {"redis": 10, "simulator": 20, "relay": 25, "web": 30, "gateway": 30, "worker": 40,
             "backup-worker": 40, "cron": 40, "supervisor": 50}
 
 
@@ -126,6 +126,13 @@ def programs(settings, redis_url: str, var: Path) -> list[Process]:
         procs.append(redis_proc)
     if settings.simulator.enabled:
         procs.append(Process("simulator", [*flask, "simulator", "run"]))
+    relay = settings.exchange_relay
+    if relay.enabled:
+        # One worker: the relay's cache and rate budget live in its memory.
+        procs.append(Process("relay", [gunicorn, "-k", "gevent", "-w", "1",
+                                       "--worker-connections", "2000",
+                                       "-b", f"{relay.host}:{relay.port}",
+                                       "--graceful-timeout", "5", *extra_flags, "wsgi:relay()"]))
     procs.append(Process("web", [gunicorn, "-k", "gevent", "-w", str(settings.web.workers),
                                  "-b", f"{settings.web.host}:{settings.web.port}",
                                  "--graceful-timeout", "5", *extra_flags, "wsgi:web()"]))

@@ -64,3 +64,49 @@ def test_a_bot_gets_its_candles_through_the_proxy(bots_ctx, demo_bots, tmp_path,
         if strategy_id is not None:
             discard_strategy(strategy_id)
         server.stop()
+
+
+def test_a_bot_on_a_killed_proxy_moves_to_the_spare_and_keeps_its_candles(
+        bots_ctx, demo_bots, tmp_path):
+    """The failover timeline of a real bot: its proxy killed, one check pass marks it down and
+    restarts the bot on the group's other proxy, where it gets candles again."""
+    main_server, spare_server = TinyProxy(tmp_path).start(), MicroSocks().start()
+    strategy_id = None
+    timeline: list[tuple[str, float]] = []
+    try:
+        main = service.create({"name": "fo-main", "group": "fo",
+                               "url": f"http://127.0.0.1:{main_server.port}"})
+        spare = service.create({"name": "fo-spare", "group": "fo",
+                                "url": f"socks5://127.0.0.1:{spare_server.port}"})
+        strategy_id = make_strategy("via-failover", "MA_Cross_BTC", ("DOT/USDT",),
+                                    proxy_id=main.id).id
+        control.request_start(strategy_id)
+        row = control.wait_for_status(strategy_id, ("running", "error", "crashed"), 180)
+        assert row.status == "running", row.status_message
+        assert _candles_through(strategy_id, "DOT/USDT") > 0
+        first_pid = row.pid
+        main_server.stop()
+        killed = time.monotonic()
+        summary = service.check_all()
+        timeline.append(("marked down, bot moved", time.monotonic() - killed))
+        assert summary["moved"] == [{"strategy_id": strategy_id, "from": "fo-main",
+                                     "to": "fo-spare", "restarted": True}]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            db.session.rollback()
+            row = db.session.get(Strategy, strategy_id)
+            if row.status == "running" and row.pid not in (None, first_pid):
+                break
+            time.sleep(0.5)
+        timeline.append(("bot running on the spare", time.monotonic() - killed))
+        assert row.proxy_id == spare.id and row.pid != first_pid
+        assert _candles_through(strategy_id, "DOT/USDT") > 0
+        timeline.append(("candles again", time.monotonic() - killed))
+        print("failover timeline:", ", ".join(f"{what} +{t:.1f} s" for what, t in timeline))
+        interval = service.current_settings().proxy.health.interval
+        assert timeline[1][1] < interval + 120
+    finally:
+        if strategy_id is not None:
+            discard_strategy(strategy_id)
+        main_server.stop()
+        spare_server.stop()

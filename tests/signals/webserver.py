@@ -20,10 +20,12 @@ BIN = Path(sys.executable).parent
 
 
 class GunicornWeb:
-    """`gunicorn -k gevent wsgi:web()` as a subprocess with the given environment."""
+    """`gunicorn -k gevent wsgi:web()` (or another entry point of wsgi.py, ready when `ready`
+    answers 200) as a subprocess with the given environment."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None,
-                 port: int | None = None):
+                 port: int | None = None, entry: str = "wsgi:web()", ready: str = "/login"):
+        self.entry, self.ready = entry, ready
         self.port = port or free_port()
         self.env = {k: v for k, v in env.items() if not k.startswith("FREQTRADE__")}
         self.workers = workers
@@ -41,7 +43,7 @@ class GunicornWeb:
                 [str(BIN / "gunicorn"), "-k", "gevent", "-w", str(self.workers),
                  "--worker-connections", "1000", "-b", f"127.0.0.1:{self.port}",
                  "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning",
-                 *gunicorn_flags(), "wsgi:web()"],
+                 *gunicorn_flags(), self.entry],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -52,14 +54,14 @@ class GunicornWeb:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # the port opens before the workers have booted
             try:
-                if requests.get(f"{self.url}/login", timeout=5).status_code == 200:
+                if requests.get(f"{self.url}{self.ready}", timeout=5).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}")
             time.sleep(0.2)
-        raise TimeoutError("the web app did not answer /login")
+        raise TimeoutError(f"{self.entry} did not answer {self.ready}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -15,7 +15,8 @@ from tests.support.servers import free_port, wait_port
 class TinyProxy:
     """Debian's tinyproxy in the foreground on a free loopback port (optional Basic auth)."""
 
-    def __init__(self, folder: Path, auth: tuple[str, str] | None = None):
+    def __init__(self, folder: Path, auth: tuple[str, str] | None = None,
+                 bind: str | None = None):
         self.port = free_port()
         self.log = folder / f"tinyproxy-{self.port}.log"
         self.conf = folder / f"tinyproxy-{self.port}.conf"
@@ -24,6 +25,8 @@ class TinyProxy:
                  f"PidFile \"{folder / f'tinyproxy-{self.port}.pid'}\""]
         if auth:
             lines.append(f"BasicAuth {auth[0]} {auth[1]}")
+        if bind:  # the address its outgoing connections come from (another "IP" to the exchange)
+            lines.append(f"Bind {bind}")
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -38,12 +41,14 @@ class TinyProxy:
 class MicroSocks:
     """Debian's microsocks (SOCKS5) on a free loopback port."""
 
-    def __init__(self):
+    def __init__(self, bind: str | None = None):
         self.port = free_port()
+        self.bind = bind  # the address its outgoing connections come from
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MicroSocks:
-        self.proc = _serve("microsocks", ["-i", "127.0.0.1", "-p", str(self.port)], self.port)
+        argv = ["-i", "127.0.0.1", "-p", str(self.port)] + (["-b", self.bind] if self.bind else [])
+        self.proc = _serve("microsocks", argv, self.port)
         return self
 
     def stop(self) -> None:

@@ -20,7 +20,7 @@ from tests.support.servers import free_port, wait_healthy
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROGRAMS = ("web", "gateway", "worker", "backup-worker", "cron", "supervisor", "simulator",
-            "redis")
+            "relay", "redis")
 
 
 def _ours(var: Path) -> list[psutil.Process]:
@@ -48,6 +48,7 @@ def stack(tmp_path, config_dir):
                                    workers=1)
     system["system"]["gateway"].update(port=free_port(), workers=1)
     system["system"]["simulator"]["port"] = free_port()
+    system["system"]["exchange_relay"].update(host="127.0.0.1", port=free_port())
     system["system"]["capacity"].update(port_range_start=42000, port_range_end=42099)
     (config / "system.yml").write_text(yaml_io.dump(system))
     var = tmp_path / "var"
