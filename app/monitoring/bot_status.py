@@ -91,6 +91,7 @@ class Observation:
     freqtrade_version: str | None = None  # as the bot reports it (show_config)
     last_process_ts: float | None = None
     candle_close_ts: float | None = None
+    summary: dict | None = None  # profit and open trades, for the pages (they never call bots)
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -128,6 +129,20 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.status = _connection_status(exc)
         obs.error = exc.message
         return obs
+    try:
+        profit = client.get("profit", timeout=timeout)
+        count = client.get("count", timeout=timeout)
+        obs.summary = {
+            "profit_all_coin": profit.get("profit_all_coin"),
+            "profit_all_percent": profit.get("profit_all_percent"),
+            "profit_closed_coin": profit.get("profit_closed_coin"),
+            "trade_count": profit.get("trade_count"),
+            "open_trades": count.get("current"), "max_open_trades": count.get("max"),
+        }
+    except BotError as exc:
+        obs.notes.append(f"profit: {exc.message}")
+    except AttributeError:  # not the objects FreqTrade answers with
+        obs.notes.append("profit: unexpected answer")
     if target.pair:
         try:
             candles = client.get("pair_candles", timeout=timeout, params={
@@ -213,6 +228,7 @@ class BotReport:
             "stall_reason": self.verdict.reason if self.verdict else "",
             "last_update": now,
             "monitoring_mode": "multi_instance",
+            "summary": obs.summary,
         }
 
 
@@ -379,6 +395,24 @@ def cached_status(strategy_id: int) -> dict | None:
     except RedisError:
         return None
     return json.loads(raw) if raw else None
+
+
+def cached_statuses(strategy_ids: list[int]) -> dict[int, dict]:
+    """The cached status of many bots at once (one Redis call), by id; missing ones left out."""
+    if not strategy_ids:
+        return {}
+    try:
+        raws = redis_store.client.mget([STATUS_KEY.format(id=int(i)) for i in strategy_ids])
+    except RedisError:
+        return {}
+    out = {}
+    for sid, raw in zip(strategy_ids, raws, strict=True):
+        if raw:
+            try:
+                out[int(sid)] = json.loads(raw)
+            except ValueError:
+                continue
+    return out
 
 
 def cached_summary() -> dict | None:

@@ -70,14 +70,13 @@ def cached_gateway_health() -> dict | None:
 
 
 def gateway_health_summary() -> dict:
-    """The design's gateway_health block: the cached check, else a live one (no alerting)."""
+    """The design's gateway_health block from the last gateway check (the monitoring job, every
+    gateway_health_interval): a page never calls every bot; before the first check it says so."""
     health = cached_gateway_health()
     if health is None:
-        try:
-            health = gateway_health(probe_gateway=True)
-        except Exception as exc:  # noqa: BLE001 - the page must render without a gateway
-            log.warning("gateway health unavailable: %s", exc)
-            return {"status": "unknown", "health_score": None, "error": str(exc)[:200]}
+        return {"status": "unknown", "health_score": None,
+                "error": "no gateway check yet (the monitoring job runs it every "
+                         f"{current_settings().system.monitoring.gateway_health_interval} s)"}
     keys = ("status", "health_score", "healthy_strategies", "total_strategies", "gateway_port",
             "routes_loaded", "gateway_reachable", "checked_at")
     return {k: health.get(k) for k in keys if k in health}

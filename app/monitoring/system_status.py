@@ -168,7 +168,8 @@ def _keep_history(sample: dict, ring: list[dict], interval: int) -> None:
 
 
 def current_status(max_age: float | None = None) -> dict:
-    """The cached host status, or a fresh measurement when nothing is cached."""
+    """The cached host status, or a fresh sample (cached for the next reader) when nothing is
+    cached: it measures against the last counters, so only a host's very first sample waits."""
     try:
         raw = redis_store.client.get(STATUS_KEY)
         if raw:
@@ -178,8 +179,7 @@ def current_status(max_age: float | None = None) -> dict:
                 return cached
     except RedisError:
         pass
-    sample = measure(None)
-    sample.pop("_counters")
+    sample = dict(sample_system())
     sample["cached"] = False
     return sample
 

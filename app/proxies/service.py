@@ -34,6 +34,7 @@ from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.monitoring.alerts import raise_alert
 from app.proxies.models import Proxy, ProxyCheck
+from app.proxies.urls import mask
 from app.runtime import control
 from app.runtime.launcher import simulator_url
 from app.strategies.models import Strategy
@@ -52,19 +53,6 @@ class ProxyError(AppError):
 
 
 # ------------------------------------------------------------------------------ values
-
-
-def mask(url: str) -> str:
-    """The URL with its password replaced by ****."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:****@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
 
 
 def clean_url(value: object) -> str:

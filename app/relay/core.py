@@ -28,8 +28,7 @@ from urllib.parse import parse_qsl
 import requests
 from requests.adapters import HTTPAdapter
 
-from app.simulator.limits import request_weight
-from app.simulator.market import INTERVAL_MINUTES
+from app.simulator.limits import INTERVAL_MINUTES, request_weight
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +249,10 @@ class Relay:
             if leader:
                 flight = self.inflight[key] = _Flight()
         if not leader:
+            waited = time.perf_counter()
             flight.done.wait(self.config.timeout * 2 + 1)
-            if flight.answer is not None:
-                self._note_overhead(started, 0.0)
+            if flight.answer is not None:  # the wait is the exchange's time, not the relay's
+                self._note_overhead(started, time.perf_counter() - waited)
                 return self._count(_as(flight.answer, "shared"))
         answer = None
         upstream_seconds = 0.0

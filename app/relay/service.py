@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from app.extensions import redis_store
 from app.proxies.models import Proxy
-from app.proxies.service import mask
+from app.proxies.urls import mask
 from app.relay.core import Relay, RelayConfig, wsgi_app
 from app.system.settings import current_settings, refresh_if_changed
 

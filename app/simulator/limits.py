@@ -18,6 +18,23 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 MINUTE = 60
+# Binance's kline intervals, in minutes.
+INTERVAL_MINUTES: dict[str, int] = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1440,
+    "3d": 3 * 1440,
+    "1w": 7 * 1440,
+}
 DEFAULT_WEIGHT_LIMIT = 6000
 DEFAULT_BAN_SECONDS = 120
 MAX_BAN_SECONDS = 3 * 24 * 3600
@@ -98,12 +115,14 @@ class WeightLimiter:
     clock: object = time.time
     ips: dict[str, _Ip] = field(default_factory=dict)
     refused: Counter = field(default_factory=Counter)  # 429 / 418 answers given
+    total_weight: int = 0  # the weight of every request since the last reset, refused or not
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self.lock:
             self.ips.clear()
             self.refused.clear()
+            self.total_weight = 0
 
     def charge(self, ip: str, weight: int) -> Verdict:
         """Count `weight` for `ip` now and say whether the request may be served."""
@@ -113,6 +132,7 @@ class WeightLimiter:
             state = self.ips.setdefault(ip, _Ip())
             if state.minute != minute:
                 state.minute, state.used = minute, 0
+            self.total_weight += weight  # asked for, served or refused
             if now < state.banned_until or (self.weight_limit and now < state.backoff_until):
                 # Still calling while told to stop: banned, longer each time (Binance's 418).
                 state.bans += 1
@@ -143,6 +163,7 @@ class WeightLimiter:
                 "weight_limit": self.weight_limit,
                 "ban_seconds": self.ban_seconds,
                 "refused": {str(k): v for k, v in self.refused.items()},
+                "total_weight": self.total_weight,
                 "ips": {
                     ip: {
                         "used": s.used if s.minute == minute else 0,

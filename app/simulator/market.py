@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
+from app.simulator.limits import INTERVAL_MINUTES
+
 MINUTE_MS = 60_000
 DAY_MINUTES = 1440
 # First minute the market exists: 2024-01-01T00:00:00Z. Older candles are simply not there.
@@ -44,22 +46,6 @@ WEEK_OFFSET_DAYS = 4
 PARTIAL_STEP_SECONDS = 5
 
 # Binance kline intervals served, in minutes (1s and 1M are not simulated).
-INTERVAL_MINUTES: dict[str, int] = {
-    "1m": 1,
-    "3m": 3,
-    "5m": 5,
-    "15m": 15,
-    "30m": 30,
-    "1h": 60,
-    "2h": 120,
-    "4h": 240,
-    "6h": 360,
-    "8h": 480,
-    "12h": 720,
-    "1d": 1440,
-    "3d": 3 * 1440,
-    "1w": 7 * 1440,
-}
 
 DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT")
 

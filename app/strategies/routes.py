@@ -59,9 +59,40 @@ def _wait_seconds() -> float:
 
 @api.get("")
 def api_list():
-    strategies = service.list_strategies(request.args.get("status") or None)
-    return jsonify({"strategies": [service.to_dict(s) for s in strategies],
-                    "count": len(strategies)})
+    paged = {"page", "per_page", "q", "sort", "host", "desc"} & set(request.args)
+    if not paged:  # every strategy, as before paging existed
+        strategies = service.list_strategies(request.args.get("status") or None)
+        return jsonify({"strategies": [service.to_dict(s) for s in strategies],
+                        "count": len(strategies)})
+    listing = service.list_page(service.list_filters(request.args))
+    strategies = []
+    for row in listing["rows"]:
+        strategies.append({**{k: v for k, v in row.items() if k not in ("process", "bot")},
+                           "process": row["process"], "bot": row["bot"]})
+    return jsonify({"strategies": strategies, "count": len(strategies),
+                    "matching": listing["matching"], "page": listing["page"],
+                    "pages": listing["pages"], "per_page": listing["per_page"],
+                    "total": listing["total"]})
+
+
+@api.post("/bulk")
+def api_bulk():
+    body = _json_body()
+    if body is None:
+        return error_response(400, 'Send JSON {"action": "start|stop|restart", "ids": [..]} or '
+                                   '{"action": ..., "filter": {"q", "status", "host"}}.')
+    ids = body.get("ids")
+    if ids is not None and not isinstance(ids, list):
+        return error_response(400, "ids: a list of strategy ids.", field="ids")
+    filters = body.get("filter")
+    if ids is None and not isinstance(filters, dict):
+        return error_response(400, "Give ids or a filter object.", field="filter")
+    return jsonify(service.bulk_command(body.get("action"), ids, filters)), 202
+
+
+@api.get("/bulk/<operation_id>")
+def api_bulk_progress(operation_id: str):
+    return jsonify(service.bulk_progress(operation_id))
 
 
 @api.get("/overview")
@@ -173,10 +204,54 @@ def api_library_upload():
 
 @bp.get("/")
 def index():
-    strategies = service.list_strategies()
+    try:
+        filters = service.list_filters(request.args)
+        problem = None
+    except service.ServiceError as exc:
+        filters, problem = service.list_filters({}), exc.message
+    progress = None
+    if request.args.get("bulk"):
+        try:
+            progress = service.bulk_progress(request.args["bulk"])
+        except service.ServiceError:
+            progress = None
+    listing = service.list_page(filters)
+    shown = listing["filters"]
+    query = {k: v for k, v in (("q", shown["q"]), ("status", shown["status"]),
+                               ("host", shown["host"]), ("sort", shown["sort"] != "id"
+                                                          and shown["sort"]),
+                               ("desc", shown["desc"] and "1"), ("page", shown["page"] > 1
+                                                                 and shown["page"]),
+                               ("per_page", shown["per_page"] != service.PER_PAGE_DEFAULT
+                                and shown["per_page"]),
+                               ("bulk", request.args.get("bulk", "")[:40])) if v}
+
+    def list_url(**changes) -> str:
+        return url_for("strategies.index", **{**query, **changes})
+
     return render_page("strategies/page.html", "strategies/_list.html",
-                       rows=service.list_rows(strategies), capacity=service.capacity(),
-                       statuses=STATUSES)
+                       listing=listing, capacity=service.capacity(), statuses=STATUSES,
+                       problem=problem, progress=progress, list_url=list_url, query=query)
+
+
+@bp.post("/bulk")
+def bulk():
+    action = request.form.get("action", "")
+    if request.form.get("scope") == "filtered":
+        ids, filters = None, {k: request.form.get(k, "") for k in ("q", "status", "host")}
+    else:
+        ids, filters = request.form.getlist("ids"), None
+    back = {k: request.form.get(k) for k in ("q", "status", "host", "sort", "page")
+            if request.form.get(k)}
+    try:
+        operation = service.bulk_command(action, ids, filters)
+    except service.ServiceError as exc:
+        flash(exc.message, "error")
+        return _redirect(url_for("strategies.index", **back))
+    refused = len(operation["refused"])
+    flash(f"{action.capitalize()} requested for {operation['total']} strategies"
+          + (f"; {refused} refused" if refused else "") + ".", "success")
+    return _redirect(url_for("strategies.index", bulk=operation["id"], **back))
 
 
 def _form_context(values: dict, errors: dict | None = None, strategy=None) -> dict:

@@ -8,26 +8,29 @@ bots is the runtime's job (`app.runtime.control`); everything that talks to a bo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, func, or_, select
 
 from app.clock import isoformat, utcnow
 from app.errors import AppError
 from app.extensions import db, redis_store
 from app.monitoring import capacity as capacity_figures
+from app.monitoring.bot_status import cached_statuses
 from app.monitoring.bot_usage import last_measurement, stored_usage
 from app.monitoring.capacity import port_pool_status
 from app.proxies.models import Proxy
 from app.runtime import control, paths
-from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable, fetch_all
+from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable
 from app.runtime.control import (
     ACTIVE_STATUSES,
     CapacityError,
@@ -50,7 +53,6 @@ BOT_CONFIG_FIELDS = (
     "strategy_file", "strategy_class", "exchange", "timeframe", "pairs", "stake_currency",
     "stake_amount", "max_open_trades", "dry_run_wallet", "proxy_id",
 )
-SUMMARY_TTL = 4  # seconds a bot's profit / open-trade summary stays cached for the list page
 LOG_LIMIT_MAX = 1000
 _LOG_LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?) - (?P<logger>\S+) - "
@@ -358,53 +360,22 @@ def _bot_client(strategy: Strategy, timeout: float = 5.0):
 
 
 def bot_summaries(strategies: Iterable[Strategy]) -> dict[int, dict]:
-    """Profit and open trades of running bots for the list page, cached a few seconds.
-
-    Asks every bot at once (bot_client.fetch_all, 2 s each); a bot that does not answer gets
-    {"error": message}.
-    """
+    """Profit and open trades of running bots for the list page, as the last status sweep saw
+    them (app/monitoring/bot_status.py, every strategy_status_interval): the page never calls
+    a bot. Each summary carries `measured_at` (ISO time); a bot the sweep could not ask
+    gets {"error": message}; one not swept yet is left out."""
     running = [s for s in strategies if s.port and s.status in ("running", "stalled")]
     out: dict[int, dict] = {}
-    keys = [f"btcw:strategies:summary:{s.id}:{s.port}" for s in running]
-    cached: list = []
-    try:
-        cached = redis_store.client.mget(keys) if keys else []
-    except Exception:  # noqa: BLE001 - no cache without Redis
-        cached = [None] * len(keys)
-    todo = []
-    for strategy, raw in zip(running, cached, strict=False):
-        if raw:
-            out[strategy.id] = json.loads(raw)
-        else:
-            todo.append(strategy)
-    if not todo:
-        return out
-    profits = fetch_all(todo, "profit", timeout=2.0)
-    counts = fetch_all(todo, "count", timeout=2.0)
-    fresh: dict[str, str] = {}
-    for strategy, profit, count in zip(todo, profits, counts, strict=True):
-        if profit.ok and count.ok:
-            summary = {
-                "profit_all_coin": profit.data.get("profit_all_coin"),
-                "profit_all_percent": profit.data.get("profit_all_percent"),
-                "profit_closed_coin": profit.data.get("profit_closed_coin"),
-                "trade_count": profit.data.get("trade_count"),
-                "open_trades": count.data.get("current"),
-                "max_open_trades": count.data.get("max"),
-            }
-            fresh[f"btcw:strategies:summary:{strategy.id}:{strategy.port}"] = json.dumps(summary)
-        else:
-            error = profit.error if not profit.ok else count.error
-            summary = {"error": getattr(error, "message", str(error))}
-        out[strategy.id] = summary
-    if fresh:
+    for sid, status in cached_statuses([s.id for s in running]).items():
         try:
-            pipe = redis_store.client.pipeline()
-            for key, value in fresh.items():
-                pipe.set(key, value, ex=SUMMARY_TTL)
-            pipe.execute()
-        except Exception:  # noqa: BLE001, S110 - the cache is optional
-            pass
+            measured = isoformat(datetime.fromtimestamp(float(status["last_update"]), UTC)
+                                 .replace(tzinfo=None))
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            measured = None
+        if isinstance(status.get("summary"), dict):
+            out[sid] = {**status["summary"], "measured_at": measured}
+        elif status.get("error"):
+            out[sid] = {"error": str(status["error"]), "measured_at": measured}
     return out
 
 
@@ -420,6 +391,162 @@ def list_rows(strategies: list[Strategy] | None = None) -> list[dict]:
         row["bot"] = summaries.get(strategy.id)
         rows.append(row)
     return rows
+
+
+SORTS = ("id", "name", "profit", "health", "memory", "uptime")
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 50, 200
+FAILING = ("error", "crashed", "stalled")
+
+
+def _whole(raw: Any, name: str, default: int, low: int, high: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ServiceError(f"{name} must be a whole number {low}..{high}, got {str(raw)[:40]!r}."
+                           ) from None
+    if not low <= value <= high:
+        raise ServiceError(f"{name} must be {low}..{high}, got {value}.")
+    return value
+
+
+def list_filters(args: Mapping) -> dict:
+    """The list's query (q, status, host, sort, desc, page, per_page), checked; ServiceError (400)
+    naming a bad one."""
+    q = str(args.get("q") or "").strip()
+    if len(q) > 100 or any(ord(c) < 32 for c in q):
+        raise ServiceError("q: at most 100 printable characters.")
+    status = str(args.get("status") or "")
+    if status and status not in STATUSES:
+        raise ServiceError(f"status: unknown {status[:40]!r}; one of {', '.join(STATUSES)}.")
+    sort = str(args.get("sort") or "id")
+    if sort not in SORTS:
+        raise ServiceError(f"sort: unknown {sort[:40]!r}; one of {', '.join(SORTS)}.")
+    host = str(args.get("host") or "")[:255]
+    return {"q": q, "status": status, "host": host, "sort": sort,
+            "desc": str(args.get("desc") or "") in ("1", "true", "yes"),
+            "page": _whole(args.get("page"), "page", 1, 1, 10**6),
+            "per_page": _whole(args.get("per_page"), "per_page", PER_PAGE_DEFAULT, 1,
+                               PER_PAGE_MAX)}
+
+
+def filtered_strategies(filters: Mapping) -> list[Strategy]:
+    """Live strategies matching q (name, class or pair), status and host, by id."""
+    query = select(Strategy).where(Strategy.deleted_at.is_(None)).order_by(Strategy.id)
+    if filters.get("q"):
+        needle = f"%{filters['q'].lower()}%"
+        query = query.where(or_(func.lower(Strategy.name).like(needle),
+                                func.lower(Strategy.strategy_class).like(needle),
+                                func.lower(cast(Strategy.pairs, String)).like(needle)))
+    if filters.get("status"):
+        query = query.where(Strategy.status == filters["status"])
+    if filters.get("host"):
+        query = query.where(Strategy.host == filters["host"])
+    return list(db.session.scalars(query))
+
+
+def list_page(filters: Mapping) -> dict:
+    """One page of the strategies list (see list_filters) with its rows, the totals of the
+    whole fleet, the hosts, and the page count. Reads the database and what the status sweep
+    cached; calls no bot."""
+    matching = filtered_strategies(filters)
+    sort, desc = filters["sort"], filters["desc"]
+    if sort in ("profit", "memory"):
+        if sort == "profit":
+            figures = bot_summaries(matching)
+            key = {sid: (f.get("profit_all_coin") or 0.0) for sid, f in figures.items()}
+        else:
+            usage = stored_usage(s.id for s in matching)
+            key = {sid: (u.get("memory_pss") or u.get("memory_rss") or 0)
+                   for sid, u in usage.items()}
+        matching.sort(key=lambda s: (s.id in key, key.get(s.id, 0)), reverse=not desc)
+        if desc:
+            matching.reverse()
+    elif sort == "name":
+        matching.sort(key=lambda s: s.name.lower(), reverse=desc)
+    elif sort == "health":
+        matching.sort(key=lambda s: (s.health_score is not None, s.health_score or 0),
+                      reverse=not desc)
+    elif sort == "uptime":
+        matching.sort(key=lambda s: (s.started_at is not None and s.status in ACTIVE_STATUSES,
+                                     -(s.started_at.timestamp()) if s.started_at else 0),
+                      reverse=not desc)
+    elif desc:
+        matching.reverse()
+    per_page = filters["per_page"]
+    pages = max(1, -(-len(matching) // per_page))
+    page = min(filters["page"], pages)
+    shown = matching[(page - 1) * per_page: page * per_page]
+    counts = dict(db.session.execute(select(Strategy.status, func.count()).where(
+        Strategy.deleted_at.is_(None)).group_by(Strategy.status)).all())
+    hosts = sorted(h for h in db.session.scalars(select(Strategy.host).where(
+        Strategy.deleted_at.is_(None), Strategy.host.is_not(None)).distinct()) if h)
+    return {
+        "rows": list_rows(shown), "matching": len(matching), "page": page, "pages": pages,
+        "per_page": per_page, "filters": {**filters, "page": page},
+        "total": sum(counts.values()), "running": counts.get("running", 0),
+        "failing": sum(counts.get(s, 0) for s in FAILING), "hosts": hosts,
+    }
+
+
+BULK_ACTIONS = ("start", "stop", "restart")
+BULK_KEY = "btcw:strategies:bulk:{id}"
+BULK_TARGET = {"start": "running", "restart": "running", "stop": "stopped"}
+
+
+def bulk_command(action: str, ids: Iterable[Any] | None = None,
+                 filters: Mapping | None = None) -> dict:
+    """Start, stop or restart the given strategies, or every one matching `filters`; each is
+    requested at once (the supervisor works through them as fast as the host allows). Returns
+    the operation with its id for bulk_progress; strategies that refuse (already stopped, no
+    capacity) are listed with the reason, never half-done."""
+    if action not in BULK_ACTIONS:
+        raise ServiceError(f"action: one of {', '.join(BULK_ACTIONS)}, got {str(action)[:40]!r}.")
+    if ids is not None:
+        chosen = []
+        for raw in ids:
+            sid = _whole(raw, "ids[]", 0, 1, 2**63 - 1)
+            chosen.append(get_strategy(sid))
+    else:
+        chosen = filtered_strategies(list_filters(filters or {}))
+    if not chosen:
+        raise ServiceError("No strategy is selected or matches the filter.")
+    requested, refused = [], []
+    for strategy in chosen:
+        try:
+            run_command(strategy.id, action)
+            requested.append(strategy.id)
+        except (ServiceError, RuntimeControlError) as exc:
+            refused.append({"strategy_id": strategy.id, "name": strategy.name,
+                            "reason": str(exc)})
+    operation = {"id": secrets.token_hex(6), "action": action,
+                 "requested": requested, "refused": refused, "at": utcnow().timestamp()}
+    with contextlib.suppress(Exception):  # progress is a nicety; the commands are sent
+        redis_store.client.set(BULK_KEY.format(id=operation["id"]), json.dumps(operation),
+                               ex=3600)
+    return {**operation, **bulk_progress(operation["id"], operation)}
+
+
+def bulk_progress(operation_id: str, operation: dict | None = None) -> dict:
+    """How far a bulk operation got: done (in its target state), failed, pending."""
+    if operation is None:
+        raw = None
+        with contextlib.suppress(Exception):
+            raw = redis_store.client.get(BULK_KEY.format(id=str(operation_id)[:40]))
+        if not raw:
+            raise ServiceError(f"Unknown or expired bulk operation {str(operation_id)[:40]!r}.",
+                               status=404)
+        operation = json.loads(raw)
+    ids = operation["requested"]
+    target = BULK_TARGET[operation["action"]]
+    statuses = dict(db.session.execute(select(Strategy.id, Strategy.status).where(
+        Strategy.id.in_(ids))).all()) if ids else {}
+    done = sum(1 for s in statuses.values() if s == target)
+    failed = sum(1 for s in statuses.values() if s in ("error", "crashed"))
+    return {"id": operation["id"], "action": operation["action"], "total": len(ids),
+            "done": done, "failed": failed, "pending": len(ids) - done - failed,
+            "refused": operation.get("refused", []), "finished": done + failed == len(ids)}
 
 
 def bot_details(strategy: Strategy, trades_limit: int = 50) -> dict:
