@@ -141,6 +141,8 @@ class RuntimeSettings:
     crash_window_minutes: StrictInt = 10
     backoff_max_seconds: StrictInt = 60
     launcher: StrictStr = "fork"  # fork (bots forked from a preloaded zygote) | subprocess
+    max_bots_per_host: Annotated[StrictInt, Field(ge=0, le=10000)] = 0  # 0 = free memory decides
+    reschedule_lost: StrictBool = False  # bots of a lost host start on another live host
 
 
 @dataclass

@@ -36,7 +36,12 @@ from app.extensions import db
 from app.monitoring import store
 from app.monitoring.alerts import raise_alert
 from app.monitoring.bot_status import cached_summary
-from app.monitoring.bot_usage import is_local_host, local_addresses, measure_bots
+from app.monitoring.bot_usage import (
+    is_local_host,
+    last_measurement,
+    local_addresses,
+    measure_bots,
+)
 from app.monitoring.gateway_status import gateway_health_summary
 from app.monitoring.models import MetricSample
 from app.monitoring.system_status import current_status
@@ -220,7 +225,10 @@ def snapshot(bots: dict | None = None) -> Snapshot:
     running = running_count()
     supervisors = live_hosts()
     pool = port_pool_status(running, max(len(supervisors), 1))
-    bots = measure_bots() if bots is None else bots
+    if bots is None:  # pages: what the status sweep measured (it measures every bot each pass)
+        bots = last_measurement()
+        if not bots["measured"] and running:
+            bots = measure_bots()  # nothing measured yet (first minutes): once, then stored
     memory = host_memory()
     average = max(bots["average_bot_memory"], 1)
     local = local_addresses()
@@ -445,7 +453,7 @@ def statistics() -> dict:
 
 def record_capacity() -> dict:
     """The periodic job: a capacity sample into the 7-day history; alert once per crossing."""
-    snap = snapshot()
+    snap = snapshot(bots=measure_bots())
     info = snap.capacity_info()
     data = {
         "utilization_percent": info["utilization_percent"],

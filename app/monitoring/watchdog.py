@@ -36,6 +36,7 @@ from app.monitoring.overview import core_checks
 from app.notifications import dispatcher
 from app.notifications import service as notifications
 from app.notifications.models import Notification
+from app.runtime import placement
 from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,12 @@ class Watchdog:
                 alert = self._change(part, "down", check.get("error") or "failing")
             if alert is not None:
                 raised.append(alert)
+        if checks["redis"]["status"] == "ok":
+            try:
+                placement.mark_lost()  # bots of hosts without a heartbeat (see placement)
+            except Exception:  # noqa: BLE001 - the rest of the pass still runs
+                db.session.rollback()
+                log.exception("lost hosts not checked")
         self.deliver_pending()
         if checks["redis"]["status"] == "ok":
             try:

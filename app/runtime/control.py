@@ -35,7 +35,7 @@ from app.system.settings import current_settings
 log = logging.getLogger(__name__)
 
 # Statuses in which a bot exists or is about to: they count against the capacity limit.
-ACTIVE_STATUSES = ("starting", "running", "stalled", "stopping")
+ACTIVE_STATUSES = ("starting", "running", "stalled", "stopping", "lost")
 STOPPED_STATUSES = ("stopped", "error", "crashed")
 # What one FreqTrade bot costs (measured, SPEC §13); used to spread starts over hosts.
 BOT_MEMORY_ESTIMATE = 330 * 1024 * 1024
@@ -162,6 +162,10 @@ def choose_host() -> tuple[str, bool]:
         free = h.free_memory - pending.get(h.host, 0) * BOT_MEMORY_ESTIMATE
         return free // BOT_MEMORY_ESTIMATE, -(h.running + pending.get(h.host, 0))
 
+    limit = current_settings().system.runtime.max_bots_per_host
+    if limit:
+        candidates = [h for h in candidates
+                      if h.running + pending.get(h.host, 0) < limit] or candidates
     best = max(candidates, key=room)
     return best.host, True
 

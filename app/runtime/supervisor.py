@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from flask import Flask
@@ -39,7 +40,7 @@ from sqlalchemy import or_, select
 from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring.alerts import raise_alert
-from app.runtime import hosts, paths
+from app.runtime import hosts, paths, placement
 from app.runtime.control import ACTIVE_STATUSES, record_event
 from app.runtime.crash_policy import CrashPolicy
 from app.runtime.credentials import ensure_credentials
@@ -90,6 +91,9 @@ class Supervisor:
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._starts = threading.BoundedSemaphore(max_parallel_starts or os.cpu_count() or 2)
+        self._heartbeat_ok = time.monotonic()
+        self._fenced = False  # stopped its bots after losing its lease (see placement)
+        self._copies_due = time.monotonic() + placement.TRADE_COPY_EVERY
 
     # ============================================================== the loop
 
@@ -135,6 +139,9 @@ class Supervisor:
         self.restart_due()
         self.reconcile()
         self.heartbeat()
+        if time.monotonic() >= self._copies_due:
+            self._copies_due = time.monotonic() + placement.TRADE_COPY_EVERY
+            self._spawn(self._copy_trade_databases)
         if self.on_tick is not None:
             try:
                 self.on_tick()
@@ -404,7 +411,8 @@ class Supervisor:
             return
         if (strategy is None or strategy.deleted_at is not None or bot.cancel
                 or strategy.desired_state != "running" or self._stopping.is_set()
-                or strategy.status in ("error", "crashed")):
+                or strategy.status in ("error", "crashed") or strategy.host != self.host):
+            # strategy.host != self.host: placed elsewhere meanwhile (its lease is not ours).
             # Re-checked here: the reconcile that queued this start may have read an old row.
             if strategy is not None and strategy.status in ACTIVE_STATUSES:
                 self._mark_stopped(strategy, "")
@@ -417,11 +425,13 @@ class Supervisor:
             self._launch_failed(strategy, str(exc), reason)
             return
         ensure_credentials(strategy)  # committed here, before the bot's config is written
-        strategy.host = self.host
+        notes = [n for n in (placement.ensure_source(strategy.strategy_file),
+                             placement.restore_trade_copy(strategy.id, self.host)) if n]
         strategy.port = port
         strategy.pid = None
         strategy.status = "starting"
-        strategy.status_message = f"starting on {self.host}:{port}"
+        strategy.status_message = f"starting on {self.host}:{port}" + (
+            f" ({'; '.join(notes)})" if notes else "")
         db.session.commit()
         with self._lock:
             bot.port = port
@@ -452,7 +462,7 @@ class Supervisor:
             cancelled = bot.cancel or self._stopping.is_set()
             bot.pid = pid
             bot.state = "stopping" if cancelled else "running"
-        if strategy is None:
+        if strategy is None or strategy.host != self.host:  # deleted, or placed elsewhere meanwhile
             self.launcher.stop(pid, None)
             pool.release(strategy_id)
             with self._lock:
@@ -460,7 +470,6 @@ class Supervisor:
             return
         strategy.pid = pid
         strategy.port = port
-        strategy.host = self.host
         strategy.started_at = utcnow()
         strategy.stopped_at = None
         strategy.status = "running"
@@ -539,6 +548,7 @@ class Supervisor:
                         db.session.commit()
                     strategy = _without_connection(strategy)
                     how = self.launcher.stop(pid, strategy)
+                    self._copy_trade_database(strategy_id)
                 self._finish_stopped(strategy_id, f"{reason} (pid {pid} {how})" if pid else reason,
                                      in_context=True)
                 with self._lock:
@@ -602,7 +612,9 @@ class Supervisor:
     # ============================================================== start-up and shutdown
 
     def recover(self) -> None:
-        """Adopt this host's bots that still run; start those wanted running; clean the rest."""
+        """Adopt this host's bots that still run; start those wanted running; clean the rest;
+        stop bots still running here for strategies now placed on another host."""
+        self._stop_strays()
         pool = PortPool.from_app()
         for strategy in self._mine():
             pid, port = strategy.pid, strategy.port
@@ -648,6 +660,34 @@ class Supervisor:
                     self._mark_stopped(strategy, "not running at supervisor start")
         self.heartbeat()
 
+    def _stop_strays(self) -> None:
+        """`freqtrade trade` processes of this host's bot folders whose strategy is placed on
+        another host (it was rescheduled while this host was lost): stopped, never adopted."""
+        marker = str(paths.bots_dir())
+        for proc in psutil.process_iter(["cmdline", "pid"]):
+            try:
+                argv = proc.info["cmdline"] or []
+            except psutil.Error:
+                continue
+            if "trade" not in argv:
+                continue
+            config = next((a for a in argv if a.startswith(marker) and a.endswith("config.json")),
+                          None)
+            if config is None:
+                continue
+            try:
+                strategy_id = int(Path(config).parent.name)
+            except ValueError:
+                continue
+            strategy = db.session.get(Strategy, strategy_id)
+            if strategy is not None and strategy.host not in (None, self.host):
+                log.warning("strategy %s runs on %s now: stopping its old bot pid %s here",
+                            strategy_id, strategy.host, proc.pid)
+                record_event(strategy_id, "duplicate_stopped",
+                             f"old bot pid {proc.pid} on {self.host} stopped", proc.pid)
+                db.session.commit()
+                self.launcher.stop(proc.pid, None, timeout=10)
+
     def _is_our_freqtrade(self, pid: int, strategy_id: int) -> bool:
         try:
             return str(paths.config_path(strategy_id)) in psutil.Process(pid).cmdline()
@@ -690,8 +730,53 @@ class Supervisor:
                               total_memory=memory.total, running=running, updated_at=time.time())
         try:
             hosts.write_heartbeat(redis_store.client, info)
+            self._heartbeat_ok = time.monotonic()
+            self._fenced = False
         except RedisError as exc:
             log.warning("heartbeat not written (Redis: %s)", exc)
+            self._fence_if_lease_lost()
+
+    def _fence_if_lease_lost(self) -> None:
+        """With reschedule_lost, a supervisor that could not renew its heartbeat for a whole
+        heartbeat lifetime stops its bots: the others have marked them lost and started them
+        elsewhere, and a strategy must never run twice."""
+        if self._fenced or time.monotonic() - self._heartbeat_ok <= hosts.HEARTBEAT_TTL:
+            return
+        try:
+            reschedule = current_settings().system.runtime.reschedule_lost
+        except Exception:  # noqa: BLE001 - no settings, no fencing
+            return
+        if not reschedule:
+            return
+        self._fenced = True
+        with self._lock:
+            ids = list(self.bots)
+        log.warning("supervisor of %s lost its lease (no heartbeat for %s s): stopping its %d "
+                    "bots", self.host, hosts.HEARTBEAT_TTL, len(ids))
+        for strategy_id in ids:
+            with self._lock:
+                bot = self.bots.get(strategy_id)
+                pid = bot.pid if bot else None
+            if pid:
+                self._spawn(self.launcher.stop, pid, None, 10.0)
+
+    def _copy_trade_database(self, strategy_id: int) -> None:
+        try:
+            placement.save_trade_copy(strategy_id, self.host)
+        except Exception as exc:  # noqa: BLE001 - a copy is a safety net, never a failure
+            db.session.rollback()
+            log.warning("trade database of strategy %s not copied: %s", strategy_id, exc)
+
+    def _copy_trade_databases(self) -> None:
+        """Copy the trade database of every running bot (every placement.TRADE_COPY_EVERY)."""
+        with self.app.app_context():
+            try:
+                with self._lock:
+                    ids = [i for i, b in self.bots.items() if b.state == "running"]
+                for strategy_id in ids:
+                    self._copy_trade_database(strategy_id)
+            finally:
+                db.session.remove()
 
     def _publish(self, strategy: Strategy) -> None:
         """Announce a status change (gateway routes, live pages) on EVENTS_CHANNEL."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import AppError
+from app.runtime import placement
 from app.runtime.paths import strategies_dir
 
 FILE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\.py$")
@@ -236,6 +237,7 @@ def save_upload(file_name: object, content: bytes | str, overwrite: bool = False
                            "to replace it.", "file")
     _write_atomically(path, raw, overwrite)
     stat = path.stat()
+    placement.publish_sources(base, names=[name])  # other hosts get it through the database
     return StrategyFile(name, classes=found, size=stat.st_size, modified=stat.st_mtime)
 
 

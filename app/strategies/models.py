@@ -5,7 +5,8 @@ from __future__ import annotations
 from app.clock import utcnow
 from app.extensions import db
 
-STATUSES = ("stopped", "starting", "running", "stopping", "error", "crashed", "stalled")
+STATUSES = ("stopped", "starting", "running", "stopping", "error", "crashed", "stalled",
+            "lost")
 
 
 class Strategy(db.Model):

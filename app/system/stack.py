@@ -27,7 +27,7 @@ import requests
 from flask import current_app
 
 from app.auth import service as auth_service
-from app.runtime import launcher, paths
+from app.runtime import launcher, paths, placement
 from app.strategies import demo as demo_strategies
 from app.system.settings import current_settings
 from config.loader import PROJECT_ROOT
@@ -226,6 +226,7 @@ def run_stack(demo: bool = True) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         admin_line = _first_admin()
+        placement.publish_sources()  # supervisors on other hosts take the files from here
         url = f"http://127.0.0.1:{settings.web.port}"
         ready = _wait_http(f"{url}/health", 60)
         if demo and settings.simulator.enabled:

@@ -75,7 +75,7 @@ def test_list_and_detail_show_the_monitoring_measurement_in_mib(auth, client, st
     db.session.commit()
     cells = _row_cells(client.get("/strategies/", headers=HTMX).get_data(as_text=True),
                        strategy.id)
-    uptime, cpu, memory = cells[5], cells[6], cells[7]
+    uptime, cpu, memory = cells[6], cells[7], cells[8]  # after the select box
     assert "5 min" in uptime
     assert "—" in cpu and "not measured yet" in cpu and "0.0" not in cpu  # no sample yet
     assert "—" in memory and "MiB" not in memory
@@ -83,9 +83,9 @@ def test_list_and_detail_show_the_monitoring_measurement_in_mib(auth, client, st
     measured = bot_usage.measure_bots()["processes"][0]  # the status sweep's measurement
     cells = _row_cells(client.get("/strategies/", headers=HTMX).get_data(as_text=True),
                        strategy.id)
-    assert f"{measured['cpu_percent']:.1f}%" in cells[6]
+    assert f"{measured['cpu_percent']:.1f}%" in cells[7]
     pss, rss = round(measured["pss"] / 2**20), round(measured["rss"] / 2**20)
-    assert f">{pss:,} MiB</span>" in cells[7] and f"RSS {rss:,} MiB" in cells[7]
+    assert f">{pss:,} MiB</span>" in cells[8] and f"RSS {rss:,} MiB" in cells[8]
     status = client.get(f"/strategies/{strategy.id}/status",
                         headers=HTMX).get_data(as_text=True)
     assert f"{pss:,} MiB</span> PSS" in status and f"{rss:,} MiB</span> RSS" in status
