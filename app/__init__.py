@@ -97,6 +97,10 @@ def _base_config(overrides: dict | None) -> dict:
             "pool_size": perf.db_pool_min_size,
             "max_overflow": max(perf.db_pool_max_size - perf.db_pool_min_size, 0),
             "pool_pre_ping": True,
+            # A database host that vanished (network cut) fails a call in seconds, not after
+            # the kernel's two-minute TCP retries.
+            "connect_args": {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                             "keepalives_interval": 5, "keepalives_count": 3},
         })
     return cfg
 

@@ -143,6 +143,7 @@ class RuntimeSettings:
     launcher: StrictStr = "fork"  # fork (bots forked from a preloaded zygote) | subprocess
     max_bots_per_host: Annotated[StrictInt, Field(ge=0, le=10000)] = 0  # 0 = free memory decides
     reschedule_lost: StrictBool = False  # bots of a lost host start on another live host
+    trade_copy_interval: Annotated[StrictInt, Field(ge=5, le=86400)] = 300  # trade DB copies
 
 
 @dataclass

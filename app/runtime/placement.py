@@ -3,18 +3,18 @@ travel through the database, a host that stops sending heartbeats has its bots m
 and (with `system.runtime.reschedule_lost`) started on another live host.
 
 - Strategy files: the main host publishes its library into `strategy_sources` (on `flask up`
-  and on every upload); a supervisor writes the file into its own strategies folder before a
-  bot starts when it is missing there or differs.
+  and on every upload); a supervisor writes the files into its own strategies folder before a
+  bot starts when they are missing there or differ.
 - Trade databases: every supervisor copies each running bot's trade database into
-  `trade_db_copies` every TRADE_COPY_EVERY seconds and when the bot stops; a bot that starts on
+  `trade_db_copies` every `system.runtime.trade_copy_interval` seconds and when it stops; a bot that starts on
   a host without its trade database (moved, rescheduled) starts from that copy.
 - Lost hosts: the watchdog (in cron and in every supervisor) marks the bots of a host without
   a live heartbeat `lost` and alerts once; with reschedule_lost each one wanted running is
   placed on another live host at once. A strategy never runs twice: a supervisor starts a bot
   only while the strategy is placed on its host (checked right before the launch), stops the
   bots of strategies placed elsewhere (also bots it finds still running when it starts), and
-  with reschedule_lost stops all its bots when it could not renew its heartbeat for a whole
-  heartbeat lifetime — by then the others have taken them over.
+  with reschedule_lost stops all its bots when it could not renew its heartbeat for 60 % of a
+  heartbeat lifetime — before the others may take them over.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from app.system.settings import current_settings
 
 log = logging.getLogger(__name__)
 
-TRADE_COPY_EVERY = 300  # seconds between trade-database copies of a running bot
 TRADE_DB = "tradesv3.dryrun.sqlite"
 LOSABLE = ("starting", "running", "stalled", "stopping")
 
@@ -74,25 +73,25 @@ def publish_sources(folder: Path | None = None, names: list[str] | None = None) 
     return changed
 
 
-def ensure_source(file_name: str, folder: Path | None = None) -> str:
-    """Write `file_name` from the database into this host's strategies folder when it is
-    missing or differs; what happened ("" when nothing was needed or nothing is published)."""
-    row = db.session.get(StrategySource, file_name)
-    if row is None:
-        return ""
+def sync_sources(folder: Path | None = None) -> str:
+    """Write every published library file (strategies and the helpers they import) that is
+    missing in this host's strategies folder or differs there; what happened ("" for nothing)."""
     base = folder or paths.strategies_dir()
-    target = base / file_name
-    try:
-        if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == row.sha256:
-            return ""
-    except OSError:
-        pass
-    base.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=base, delete=False,
-                                     suffix=".tmp") as fh:
-        fh.write(row.content)
-    Path(fh.name).replace(target)
-    return f"strategy file {file_name} written from the database"
+    written = []
+    for row in db.session.scalars(select(StrategySource).order_by(StrategySource.file_name)):
+        target = base / row.file_name
+        try:
+            if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == row.sha256:
+                continue
+        except OSError:
+            pass
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=base, delete=False,
+                                         suffix=".tmp") as fh:
+            fh.write(row.content)
+        Path(fh.name).replace(target)
+        written.append(row.file_name)
+    return f"library files written from the database: {', '.join(written)}" if written else ""
 
 
 # ------------------------------------------------------------------------- trade databases

@@ -51,6 +51,7 @@ from app.system.settings import current_settings, refresh_if_changed
 
 log = logging.getLogger(__name__)
 
+FENCE_AFTER = hosts.HEARTBEAT_TTL * 0.6  # seconds without a heartbeat before a host fences
 EVENTS_CHANNEL = "btcw:runtime:events"  # pub/sub: {"strategy_id", "status", "host", "port"}
 
 
@@ -93,13 +94,16 @@ class Supervisor:
         self._starts = threading.BoundedSemaphore(max_parallel_starts or os.cpu_count() or 2)
         self._heartbeat_ok = time.monotonic()
         self._fenced = False  # stopped its bots after losing its lease (see placement)
-        self._copies_due = time.monotonic() + placement.TRADE_COPY_EVERY
+        with app.app_context():
+            self._copies_due = time.monotonic() + current_settings().system.runtime \
+                .trade_copy_interval
 
     # ============================================================== the loop
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or request_shutdown()); then stop the bots (see module)."""
         self._install_signals()
+        threading.Thread(target=self._watch_lease, name="lease-watch", daemon=True).start()
         with self.app.app_context():
             log.info("supervisor of %s starting (pid %s)", self.host, os.getpid())
             self.recover()
@@ -110,6 +114,7 @@ class Supervisor:
                 except Exception:
                     log.exception("supervisor check failed; continuing")
                     db.session.rollback()
+                    self._fence_if_lease_lost()  # cut off from Redis and the database
                 interval = float(current_settings().system.runtime.supervisor_check_interval)
                 self._take_commands(max(interval - (time.monotonic() - started), 0.05))
             self.shutdown()
@@ -140,7 +145,7 @@ class Supervisor:
         self.reconcile()
         self.heartbeat()
         if time.monotonic() >= self._copies_due:
-            self._copies_due = time.monotonic() + placement.TRADE_COPY_EVERY
+            self._copies_due = time.monotonic() + runtime.trade_copy_interval
             self._spawn(self._copy_trade_databases)
         if self.on_tick is not None:
             try:
@@ -425,7 +430,7 @@ class Supervisor:
             self._launch_failed(strategy, str(exc), reason)
             return
         ensure_credentials(strategy)  # committed here, before the bot's config is written
-        notes = [n for n in (placement.ensure_source(strategy.strategy_file),
+        notes = [n for n in (placement.sync_sources(),
                              placement.restore_trade_copy(strategy.id, self.host)) if n]
         strategy.port = port
         strategy.pid = None
@@ -679,8 +684,13 @@ class Supervisor:
                 strategy_id = int(Path(config).parent.name)
             except ValueError:
                 continue
+            try:  # ours: it listens on this host's address (hosts may share one machine)
+                ours = any(c.laddr and c.laddr.ip == self.host and c.status == psutil.CONN_LISTEN
+                           for c in proc.net_connections(kind="tcp"))
+            except psutil.Error:
+                continue
             strategy = db.session.get(Strategy, strategy_id)
-            if strategy is not None and strategy.host not in (None, self.host):
+            if ours and strategy is not None and strategy.host not in (None, self.host):
                 log.warning("strategy %s runs on %s now: stopping its old bot pid %s here",
                             strategy_id, strategy.host, proc.pid)
                 record_event(strategy_id, "duplicate_stopped",
@@ -736,11 +746,23 @@ class Supervisor:
             log.warning("heartbeat not written (Redis: %s)", exc)
             self._fence_if_lease_lost()
 
+    def _watch_lease(self) -> None:
+        """Apart from the main loop (which may hang on a database or Redis that vanished):
+        fence once the heartbeat has not been renewed for a heartbeat lifetime."""
+        with self.app.app_context():
+            while not self._stopping.wait(1.0):
+                try:
+                    self._fence_if_lease_lost()
+                except Exception:  # noqa: BLE001 - keep watching
+                    log.exception("lease watch failed")
+
     def _fence_if_lease_lost(self) -> None:
-        """With reschedule_lost, a supervisor that could not renew its heartbeat for a whole
-        heartbeat lifetime stops its bots: the others have marked them lost and started them
-        elsewhere, and a strategy must never run twice."""
-        if self._fenced or time.monotonic() - self._heartbeat_ok <= hosts.HEARTBEAT_TTL:
+        """With reschedule_lost, a supervisor that could not renew its heartbeat for FENCE_AFTER
+        seconds stops its bots: the others will mark them lost once the heartbeat has expired
+        and start them elsewhere, and a strategy must never run twice."""
+        # Fence well before the others may call this host lost (a heartbeat lifetime, plus a
+        # watchdog pass), so the old bot is gone before its replacement starts.
+        if self._fenced or time.monotonic() - self._heartbeat_ok <= FENCE_AFTER:
             return
         try:
             reschedule = current_settings().system.runtime.reschedule_lost
@@ -752,13 +774,13 @@ class Supervisor:
         with self._lock:
             ids = list(self.bots)
         log.warning("supervisor of %s lost its lease (no heartbeat for %s s): stopping its %d "
-                    "bots", self.host, hosts.HEARTBEAT_TTL, len(ids))
+                    "bots", self.host, FENCE_AFTER, len(ids))
         for strategy_id in ids:
             with self._lock:
                 bot = self.bots.get(strategy_id)
                 pid = bot.pid if bot else None
             if pid:
-                self._spawn(self.launcher.stop, pid, None, 10.0)
+                self._spawn(self.launcher.stop, pid, None, 2.0)  # SIGKILL soon: no overlap
 
     def _copy_trade_database(self, strategy_id: int) -> None:
         try:
@@ -768,7 +790,7 @@ class Supervisor:
             log.warning("trade database of strategy %s not copied: %s", strategy_id, exc)
 
     def _copy_trade_databases(self) -> None:
-        """Copy the trade database of every running bot (every placement.TRADE_COPY_EVERY)."""
+        """Copy the trade database of every running bot (every runtime.trade_copy_interval)."""
         with self.app.app_context():
             try:
                 with self._lock:

@@ -24,8 +24,9 @@ class GunicornWeb:
     answers 200) as a subprocess with the given environment."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None,
-                 port: int | None = None, entry: str = "wsgi:web()", ready: str = "/login"):
-        self.entry, self.ready = entry, ready
+                 port: int | None = None, entry: str = "wsgi:web()", ready: str = "/login",
+                 bind: str = "127.0.0.1"):
+        self.entry, self.ready, self.bind = entry, ready, bind
         self.port = port or free_port()
         self.env = {k: v for k, v in env.items() if not k.startswith("FREQTRADE__")}
         self.workers = workers
@@ -41,7 +42,7 @@ class GunicornWeb:
         try:
             self.proc = subprocess.Popen(
                 [str(BIN / "gunicorn"), "-k", "gevent", "-w", str(self.workers),
-                 "--worker-connections", "1000", "-b", f"127.0.0.1:{self.port}",
+                 "--worker-connections", "1000", "-b", f"{self.bind}:{self.port}",
                  "--keep-alive", "30", "--graceful-timeout", "5", "--log-level", "warning",
                  *gunicorn_flags(), self.entry],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,

@@ -66,8 +66,9 @@ def wait_healthy(url: str, seconds: float, proc: subprocess.Popen | None = None)
 class RedisServer:
     """redis-server on a free loopback port in a temp folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = free_port()
+        self.bind = bind  # more addresses: reachable from test network namespaces
         self.dir = tempfile.mkdtemp(prefix="btcw-redis-")
         self.proc: subprocess.Popen | None = None
 
@@ -80,7 +81,8 @@ class RedisServer:
         if not server:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.proc = subprocess.Popen(  # noqa: S603
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            [server, "--port", str(self.port), "--bind", *self.bind, "--protected-mode", "no",
+             "--dir", self.dir,
              "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -114,8 +116,9 @@ def _pg_bin(name: str) -> str:
 class PostgresServer:
     """A throwaway PostgreSQL cluster on a free loopback port (runs as the postgres user)."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = free_port()
+        self.listen = listen  # more addresses: reachable from test network namespaces
         self.dir = tempfile.mkdtemp(prefix="btcw-pg-")
         self.data = os.path.join(self.dir, "data")
         self.started = False
@@ -136,7 +139,12 @@ class PostgresServer:
                                "--auth=trust", "-E", "UTF8", "--no-sync"]),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+        if self.listen != ("127.0.0.1",):
+            with open(os.path.join(self.data, "pg_hba.conf"), "a") as hba:
+                for address in self.listen:
+                    hba.write(f"host all all {address.rsplit('.', 1)[0]}.0/24 trust\n")
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses={','.join(self.listen)} "
+                "-c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
         subprocess.run(  # noqa: S603
             self._as_postgres([_pg_bin("pg_ctl"), "-D", self.data, "-o", opts, "-w", "-t", "60",
