@@ -61,6 +61,29 @@ def supervisor_status(as_json: bool) -> None:
                    f"seen {row['age_seconds']} s ago")
 
 
+@supervisor_cli.command("hosts")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def supervisor_hosts(as_json: bool) -> None:
+    """Every host: alive or lost, its bots, free memory, CPU, FreqTrade, room for bots."""
+    import json
+
+    from app.system.hosts import hosts_report
+
+    report = hosts_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report["hosts"]:
+        click.echo("No supervisor has registered (flask supervisor run --host ADDRESS).")
+    for h in report["hosts"]:
+        state = "alive" if h["alive"] else "LOST"
+        memory = (f"{h['free_memory'] / 2**30:.1f}/{h['total_memory'] / 2**30:.1f} GiB free"
+                  if h["alive"] else "")
+        click.echo(f"{h['host']:18} {state:6} bots {h['running']:>4} running"
+                   + (f", {h['lost']} lost" if h["lost"] else "")
+                   + f"  {memory}  room {h.get('room_for_bots', '—')}  {h.get('freqtrade', '')}")
+
+
 @supervisor_cli.command("forget")
 @click.argument("host")
 def supervisor_forget(host: str) -> None:

@@ -79,6 +79,11 @@ class BotCommandError(RuntimeControlError):
 # ---------------------------------------------------------------------------------- helpers
 
 
+def get_strategy_row(strategy_id: int) -> Strategy:
+    """The live strategy row; StrategyNotFound otherwise."""
+    return _load(strategy_id)
+
+
 def _load(strategy_id: int) -> Strategy:
     strategy = db.session.get(Strategy, int(strategy_id), populate_existing=True)
     if strategy is None or strategy.deleted_at is not None:

@@ -45,13 +45,18 @@ class HostInfo:
     total_memory: int
     running: int  # bots this supervisor runs
     updated_at: float  # unix time
+    cpu_percent: float | None = None  # the host's CPU use
+    cpu_count: int | None = None
+    freqtrade: str = ""  # the FreqTrade release of the supervisor's own environment
+    launcher: str = ""
 
     def as_dict(self) -> dict:
         """JSON-ready form."""
         return {
             "host": self.host, "pid": self.pid, "free_memory": self.free_memory,
             "total_memory": self.total_memory, "running": self.running,
-            "updated_at": self.updated_at,
+            "updated_at": self.updated_at, "cpu_percent": self.cpu_percent,
+            "cpu_count": self.cpu_count, "freqtrade": self.freqtrade, "launcher": self.launcher,
         }
 
 
@@ -118,7 +123,18 @@ def live_hosts(client: redis.Redis) -> list[HostInfo]:
                 host=host, pid=int(data["pid"]), free_memory=int(data["free_memory"]),
                 total_memory=int(data.get("total_memory", 0)), running=int(data["running"]),
                 updated_at=float(data["updated_at"]),
+                cpu_percent=_number(data.get("cpu_percent")),
+                cpu_count=int(data["cpu_count"]) if data.get("cpu_count") else None,
+                freqtrade=str(data.get("freqtrade") or "")[:32],
+                launcher=str(data.get("launcher") or "")[:32],
             ))
         except (ValueError, KeyError, TypeError):
             continue
     return sorted(found, key=lambda h: (-h.free_memory, h.host))
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -6,8 +6,9 @@ and (with `system.runtime.reschedule_lost`) started on another live host.
   and on every upload); a supervisor writes the files into its own strategies folder before a
   bot starts when they are missing there or differ.
 - Trade databases: every supervisor copies each running bot's trade database into
-  `trade_db_copies` every `system.runtime.trade_copy_interval` seconds and when it stops; a bot that starts on
-  a host without its trade database (moved, rescheduled) starts from that copy.
+  `trade_db_copies` every `system.runtime.trade_copy_interval` seconds and when it stops; a
+  bot that starts on a host without its trade database, or with an older one (moved,
+  rescheduled), starts from that copy.
 - Lost hosts: the watchdog (in cron and in every supervisor) marks the bots of a host without
   a live heartbeat `lost` and alerts once; with reschedule_lost each one wanted running is
   placed on another live host at once. A strategy never runs twice: a supervisor starts a bot
@@ -24,6 +25,7 @@ import hashlib
 import logging
 import tempfile
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -32,7 +34,7 @@ from sqlalchemy import select, true
 from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring.alerts import raise_alert
-from app.runtime import hosts, paths
+from app.runtime import control, hosts, paths
 from app.runtime.control import BOT_MEMORY_ESTIMATE, record_event
 from app.runtime.models import StrategySource, TradeDbCopy
 from app.runtime.sqlite_copy import copy_database
@@ -116,14 +118,16 @@ def save_trade_copy(strategy_id: int, host: str) -> int | None:
 
 
 def restore_trade_copy(strategy_id: int, host: str) -> str:
-    """Before a bot starts: when this host has no trade database for it, write the latest copy
-    (from whichever host took it); what happened, "" when nothing was done."""
+    """Before a bot starts: when this host has no trade database for it, or an older one than
+    the latest copy another host took (the bot ran there since), write that copy; what
+    happened, "" when nothing was done."""
     target = paths.bot_dir(strategy_id) / TRADE_DB
-    if target.exists():
-        return ""
     row = db.session.get(TradeDbCopy, strategy_id)
     if row is None:
         return ""
+    if target.exists() and (row.host == host or datetime.fromtimestamp(
+            target.stat().st_mtime, UTC).replace(tzinfo=None) >= row.taken_at):
+        return ""  # this host's own database is the newest
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".restoring")
     partial.write_bytes(zlib.decompress(row.data))
@@ -191,6 +195,31 @@ def mark_lost() -> list[dict]:
             with contextlib.suppress(RedisError):
                 hosts.push_command(redis_store.client, target, "start", strategy.id)
     return changes
+
+
+def move(strategy_id: int, host: str, wait: float = 90.0) -> dict:
+    """Move a strategy to another live host: stop its bot (its supervisor copies the trade
+    database as it stops), place it there, and start it again if it was wanted running — on the
+    new host it starts from that copy. Raises HostUnavailable, InvalidTransition."""
+    strategy = control.get_strategy_row(strategy_id)
+    if not any(h.host == host for h in (_live() or [])):
+        raise control.HostUnavailable(f"No supervisor is running on host {host}.")
+    if strategy.host == host:
+        raise control.InvalidTransition(f"{strategy.name} is already placed on {host}.")
+    was_running = strategy.desired_state == "running"
+    old = strategy.host
+    if strategy.status in control.ACTIVE_STATUSES:
+        control.request_stop(strategy.id)
+        strategy = control.wait_for_status(strategy.id, ("stopped", "error", "crashed"), wait)
+        if strategy.status not in ("stopped", "error", "crashed"):
+            raise control.InvalidTransition(
+                f"{strategy.name} did not stop within {wait:.0f} s; not moved.")
+    strategy.host = host
+    record_event(strategy.id, "moved", f"{old or 'no host'} → {host}")
+    db.session.commit()
+    if was_running:
+        control.request_start(strategy.id, host=host)
+    return {"strategy_id": strategy.id, "from": old, "to": host, "started": was_running}
 
 
 def _other_host(live: list[hosts.HostInfo], lost: str, placed: dict[str, int]) -> str | None:

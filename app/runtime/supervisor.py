@@ -93,6 +93,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._starts = threading.BoundedSemaphore(max_parallel_starts or os.cpu_count() or 2)
         self._heartbeat_ok = time.monotonic()
+        self._freqtrade = _own_freqtrade()
         self._fenced = False  # stopped its bots after losing its lease (see placement)
         with app.app_context():
             self._copies_due = time.monotonic() + current_settings().system.runtime \
@@ -737,7 +738,10 @@ class Supervisor:
         with self._lock:
             running = sum(1 for b in self.bots.values() if b.state != "stopping")
         info = hosts.HostInfo(host=self.host, pid=os.getpid(), free_memory=memory.available,
-                              total_memory=memory.total, running=running, updated_at=time.time())
+                              total_memory=memory.total, running=running, updated_at=time.time(),
+                              cpu_percent=psutil.cpu_percent(None), cpu_count=os.cpu_count(),
+                              freqtrade=self._freqtrade,
+                              launcher=current_settings().system.runtime.launcher)
         try:
             hosts.write_heartbeat(redis_store.client, info)
             self._heartbeat_ok = time.monotonic()
@@ -808,6 +812,15 @@ class Supervisor:
             redis_store.client.publish(EVENTS_CHANNEL, json.dumps(payload))
         except RedisError:
             pass
+
+
+def _own_freqtrade() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("freqtrade")
+    except PackageNotFoundError:
+        return ""
 
 
 def _without_connection(strategy: Strategy | None) -> Strategy | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
-from app.errors import cli_error
+from app.errors import AppError, cli_error
 from app.rendering import mebibytes
 from app.runtime.control import RuntimeControlError
 from app.strategies import library, service
@@ -214,6 +214,19 @@ def logs_command(ref: str, limit: int) -> None:
     for line in result["logs"]:
         prefix = f"{line['time']} {line['level']} {line['logger']}: " if line["time"] else ""
         click.echo(prefix + line["message"])
+
+
+@strategies_cli.command("move")
+@click.argument("strategy_id", type=int)
+@click.argument("host")
+def move_command(strategy_id: int, host: str) -> None:
+    """Move a strategy to another host: stop, carry its trade database, start there."""
+    try:
+        moved = service.move_strategy(strategy_id, host)
+    except AppError as exc:
+        raise cli_error(exc) from exc
+    click.echo(f"Strategy {moved['strategy_id']} moved from {moved['from'] or '—'} to "
+               f"{moved['to']}" + (" and started there." if moved["started"] else "."))
 
 
 @strategies_cli.command("delete")

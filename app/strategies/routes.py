@@ -75,6 +75,29 @@ def api_list():
                     "total": listing["total"]})
 
 
+@api.post("/<int:strategy_id>/move")
+def api_move(strategy_id: int):
+    body = _json_body() or {}
+    return jsonify(service.move_strategy(strategy_id, body.get("host")))
+
+
+@bp.post("/move")
+def move():
+    try:
+        strategy_id = int(request.form.get("strategy_id", ""))
+    except ValueError:
+        flash("Give the id of the strategy to move.", "error")
+        return _redirect(url_for("system.hosts_page"))
+    try:
+        moved = service.move_strategy(strategy_id, request.form.get("host"))
+    except (service.ServiceError, RuntimeControlError) as exc:
+        flash(str(exc), "error")
+        return _redirect(url_for("system.hosts_page"))
+    flash(f"Strategy {moved['strategy_id']} moved from {moved['from'] or '—'} to "
+          f"{moved['to']}" + (" and started there." if moved["started"] else "."), "success")
+    return _redirect(url_for("system.hosts_page"))
+
+
 @api.post("/bulk")
 def api_bulk():
     body = _json_body()

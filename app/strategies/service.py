@@ -29,7 +29,7 @@ from app.monitoring.bot_status import cached_statuses
 from app.monitoring.bot_usage import last_measurement, stored_usage
 from app.monitoring.capacity import port_pool_status
 from app.proxies.models import Proxy
-from app.runtime import control, paths
+from app.runtime import control, paths, placement
 from app.runtime.bot_client import BotClient, BotError, BotTimeout, BotUnreachable
 from app.runtime.control import (
     ACTIVE_STATUSES,
@@ -232,6 +232,13 @@ def delete_strategy(strategy_id: int) -> Strategy:
     db.session.commit()
     log.info("strategy %s (id %s) deleted", strategy.name, strategy.id)
     return strategy
+
+
+def move_strategy(strategy_id: int, host: object) -> dict:
+    """Move a strategy to another host (app/runtime/placement.move); 400 on a bad host."""
+    if not isinstance(host, str) or not host.strip() or len(host) > 255:
+        raise ServiceError("host: give the address of a live supervisor host.", field="host")
+    return placement.move(int(strategy_id), host.strip())
 
 
 def proxy_choices() -> list[tuple[int, str]]:

@@ -12,6 +12,7 @@ from app.relay import service as relay_service
 from app.rendering import render_page
 from app.runtime import upgrades, versions
 from app.system import config_service
+from app.system.hosts import hosts_report
 
 bp = Blueprint("system", __name__)
 api = Blueprint("system_api", __name__)
@@ -57,6 +58,19 @@ def index():
     report, _ = system_health()
     return render_page("system/page.html", "system/_health.html", health=report,
                        **system_page_context())
+
+
+# ------------------------------------------------------------------------ hosts
+
+
+@bp.get("/hosts")
+def hosts_page():
+    return render_page("system/hosts.html", "system/_hosts.html", **hosts_report())
+
+
+@api.get("/hosts")
+def api_hosts():
+    return jsonify(hosts_report())
 
 
 # ------------------------------------------------------------------------ exchange access

@@ -230,6 +230,21 @@ def test_bots_are_placed_routed_and_rescheduled_without_ever_running_twice(two_h
         lost_at = dict(timeline)["marked lost"]
         assert lost_at <= 15 + 6, timeline  # heartbeat lifetime + a watchdog pass
         assert dict(timeline)["old bot stopped on the cut host"] < lost_at, "ran twice"
+        # ---- the Hosts report, and moving a strategy by hand (its trade database goes along)
+        from app.strategies import service
+        from app.system.hosts import hosts_report
+
+        report = hosts_report()
+        assert {h["host"] for h in report["hosts"] if h["alive"]} == set(hosts)
+        assert report["totals"]["running"] == 2
+        moved = service.move_strategy(second.id, lost_host.ns.address)
+        assert moved["started"] and moved["to"] == lost_host.ns.address
+        row = control.wait_for_status(second.id, ("running", "error"), 120)
+        assert row.status == "running" and row.host == lost_host.ns.address
+        assert lost_host.bot_pids(second.id) and not other.bot_pids(second.id)
+        restored = db.session.scalar(db.select(StrategyEvent.message).where(
+            StrategyEvent.strategy_id == second.id, StrategyEvent.kind == "trades_restored"))
+        assert restored and f"copied on {other.ns.address}" in restored, restored
         for sid in (first.id, second.id):
             control.request_stop(sid)
         for sid in (first.id, second.id):
