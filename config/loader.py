@@ -205,6 +205,32 @@ class ExchangeRelaySettings:
 
 
 @dataclass
+class CalibrationSettings:
+    horizon: Annotated[StrictInt, Field(ge=1, le=24)] = 4  # candles (1, 4 or 24)
+    min_signals: Annotated[StrictInt, Field(ge=1, le=10**7)] = 100  # scored, else no suggestion
+    min_per_level: Annotated[StrictInt, Field(ge=1, le=10**7)] = 20  # above a cut-point
+    strong_target: Percent = 60  # % right a cut-point must reach
+    medium_target: Percent = 55
+    weak_target: Percent = 50
+
+
+@dataclass
+class ConsensusSettings:
+    enabled: StrictBool = True
+    min_strategies: Annotated[StrictInt, Field(ge=2, le=999)] = 3  # distinct strategies...
+    window_candles: Annotated[StrictInt, Field(ge=1, le=100)] = 3  # ...within this many candles
+    raise_levels: Annotated[StrictInt, Field(ge=0, le=2)] = 1  # consensus level: raised, P0 top
+
+
+@dataclass
+class SignalQualitySettings:
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    consensus: ConsensusSettings = field(default_factory=ConsensusSettings)
+    track_record_min: Annotated[StrictInt, Field(ge=0, le=10**6)] = 30  # scored signals of a
+    # level before notifications carry its track record (0 = never)
+
+
+@dataclass
 class SystemSettings:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
@@ -216,6 +242,7 @@ class SystemSettings:
     web: WebSettings = field(default_factory=WebSettings)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
     exchange_relay: ExchangeRelaySettings = field(default_factory=ExchangeRelaySettings)
+    signals: SignalQualitySettings = field(default_factory=SignalQualitySettings)
     backups: BackupSettings = field(default_factory=BackupSettings)
 
 
@@ -524,6 +551,9 @@ def _validate_whole(s: Settings) -> None:
         raise ConfigError(
             "system.yml", "system.capacity.port_range_end", "must not be below port_range_start"
         )
+    if s.system.signals.calibration.horizon not in (1, 4, 24):
+        raise ConfigError("system.yml", "system.signals.calibration.horizon",
+                          f"must be 1, 4 or 24, got {s.system.signals.calibration.horizon}")
     if s.system.runtime.launcher not in ("subprocess", "fork"):
         raise ConfigError(
             "system.yml", "system.runtime.launcher",

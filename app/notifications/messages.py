@@ -143,6 +143,8 @@ def _simple_body(ctx: dict[str, Any], templates) -> str:
              f"{s['pair']} at {_number(s['rate'])} (strength {strength})"]
     if s["profit_ratio"] is not None:
         lines.append(f"Profit {s['profit_ratio'] * 100:.2f} %")
+    if ctx.get("track_record"):
+        lines.append(f"Track record: {ctx['track_record']}")
     if templates.include_indicators and ctx["indicators"]:
         lines.append(_indicator_line(ctx["indicators"]))
     if templates.include_chart_link:
@@ -170,6 +172,8 @@ def _detailed_body(ctx: dict[str, Any], templates, zone: str) -> str:
         lines.append(f"Exit reason: {s['exit_reason']}")
     strength = _number(s["strength"], 3) if s["strength"] is not None else "—"
     lines.append(f"Strength: {ctx['level']} ({strength}), priority {ctx['priority']}")
+    if ctx.get("track_record"):
+        lines.append(f"Track record: {ctx['track_record']}")
     received = datetime.fromisoformat(s["received_at"][:-1]) if s["received_at"] else None
     lines.append(f"Received: {local_time(received, zone)}")
     if templates.include_indicators and ctx["indicators"]:
@@ -180,9 +184,11 @@ def _detailed_body(ctx: dict[str, Any], templates, zone: str) -> str:
 
 
 def render_signal(signal, strategy_name: str, settings: NotificationSettings,
-                  public_url: str) -> RenderedMessage:
-    """The message for a graded signal, in the configured template."""
+                  public_url: str, track_record: str = "") -> RenderedMessage:
+    """The message for a graded signal, in the configured template; `track_record` (how often
+    the strategy's signals of this level were right) goes under the signal line."""
     ctx = signal_context(signal, strategy_name, public_url)
+    ctx["track_record"] = track_record
     templates = settings.templates
     title = _signal_title(ctx)
     error = ""
@@ -196,8 +202,22 @@ def render_signal(signal, strategy_name: str, settings: NotificationSettings,
         body = _detailed_body(ctx, templates, settings.timezone)
     else:
         body = _simple_body(ctx, templates)
-    data = {**ctx["signal"], "strategy": ctx["strategy"], "indicators": ctx["indicators"]}
+    data = {**ctx["signal"], "strategy": ctx["strategy"], "indicators": ctx["indicators"],
+            "track_record": track_record}
     return RenderedMessage(title, body, ctx["link"], data, error)
+
+
+def render_consensus(row, strategies: str, public_url: str) -> RenderedMessage:
+    """The message of a consensus signal: which strategies agree on what."""
+    link = f"{public_url.rstrip('/')}/signals/?view=consensus&pair={row.pair}"
+    way = "up" if row.direction == "up" else "down"
+    title = f"[{row.priority}] Consensus {row.pair} {way} ({row.level})"
+    body = (f"{len(row.strategy_ids or [])} strategies agree: {row.pair} {way} "
+            f"({trade_action(row.action, 'short' if 'short' in row.action else 'long')}) "
+            f"at {_number(row.rate)}\nStrategies: {strategies}\n{link}")
+    data = {"consensus_id": row.id, "pair": row.pair, "direction": row.direction,
+            "level": row.level, "strategy_ids": row.strategy_ids}
+    return RenderedMessage(title, body, link, data, "")
 
 
 def render_alert(alert, strategy_name: str | None, priority: str,

@@ -13,7 +13,7 @@ from app.clock import utcnow
 from app.extensions import db
 
 DELIVERY_STATUSES = ("queued", "sent", "failed", "suppressed", "batched")
-NOTIFICATION_KINDS = ("signal", "alert", "digest", "test")
+NOTIFICATION_KINDS = ("signal", "alert", "digest", "test", "consensus")
 PRIORITIES = ("P0", "P1", "P2")
 # An attempt: `sending` until the channel answered; `ok`; `error` (known not delivered, retried);
 # `unknown` (the request may have reached the receiver: a worker died or the reply timed out).

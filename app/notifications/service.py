@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from redis.exceptions import LockError
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -47,7 +47,7 @@ from app.notifications.policy import (
     RecentActivity,
     highest_priority,
 )
-from app.signals.models import Signal
+from app.signals.models import ConsensusSignal, Signal, SignalOutcome
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
 
@@ -178,13 +178,51 @@ def notify_signal(signal_id: int, now: datetime | None = None,
     strategy = db.session.get(Strategy, signal.strategy_id)
     settings = current_settings().notifications
     rendered = messages.render_signal(signal, strategy.name if strategy else "?", settings,
-                                      public_url())
+                                      public_url(), track_record(signal, strategy))
     if rendered.render_error:
         log.warning("signal %s: %s (sent the detailed text instead)", signal_id,
                     rendered.render_error)
     now = now or (clock or utcnow)()
     return _record("signal", signal.priority, rendered, now=now, clock=clock, pair=signal.pair,
                    signal_id=signal.id, strategy_id=signal.strategy_id)
+
+
+def notify_consensus(consensus_id: int, now: datetime | None = None) -> Notification | None:
+    """Notify a consensus signal once (its own level and priority)."""
+    row = db.session.get(ConsensusSignal, consensus_id)
+    if row is None:
+        raise NotFound(f"No consensus signal with id {consensus_id}.")
+    if row.notified_at is not None:
+        return None
+    names = dict(db.session.execute(select(Strategy.id, Strategy.name).where(
+        Strategy.id.in_(row.strategy_ids or []))).all())
+    who = ", ".join(names.get(i, f"#{i}") for i in row.strategy_ids or [])
+    rendered = messages.render_consensus(row, who, public_url())
+    row.notified_at = now or utcnow()
+    db.session.commit()
+    return _record("consensus", row.priority, rendered, now=now or utcnow(), clock=None,
+                   pair=row.pair)
+
+
+def track_record(signal: Signal, strategy: Strategy | None) -> str:
+    """"strong signals of RSI_ETH: 61 % right after 4 candles, n = 212" once the strategy has
+    system.signals.track_record_min scored signals of that level (else "")."""
+    cfg = current_settings().system.signals
+    if not cfg.track_record_min or strategy is None or signal.strength_level not in (
+            "strong", "medium", "weak"):
+        return ""
+    horizon = cfg.calibration.horizon
+    column = getattr(SignalOutcome, f"return_{horizon}")
+    count, hits = db.session.execute(
+        select(func.count(column), func.sum(case((column > 0, 1), else_=0)))
+        .join(Signal, Signal.id == SignalOutcome.signal_id)
+        .where(Signal.strategy_id == strategy.id, Signal.strength_level == signal.strength_level,
+               column.is_not(None))).one()
+    if not count or count < cfg.track_record_min:
+        return ""
+    right = 100 * (hits or 0) / count
+    return (f"{signal.strength_level} signals of {strategy.name}: {right:.0f} % right after "
+            f"{horizon} candles, n = {count}")
 
 
 def notify_alert(alert_id: int, now: datetime | None = None,

@@ -45,3 +45,33 @@ def quality_command(strategy_id: int | None, horizon: int, as_json: bool) -> Non
     ic = report["information_coefficient"]
     click.echo(f"  IC {ic['ic']:+.3f} (t {ic['t']:+.2f}, n={ic['n']})" if ic["ic"] is not None
                else f"  IC: too few signals (n={ic['n']})")
+
+
+@signals_cli.command("calibrate")
+@click.argument("strategy_id", type=int)
+@click.option("--horizon", type=int, default=None, help="1, 4 or 24 candles (default: config).")
+@click.option("--apply", "apply_", is_flag=True, help="Set the suggested thresholds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def calibrate_command(strategy_id: int, horizon: int | None, apply_: bool, as_json: bool) -> None:
+    """Suggested strong/medium/weak thresholds from the strategy's scored signals."""
+    try:
+        report = outcomes.calibration(strategy_id, horizon)
+        applied = outcomes.apply_calibration(strategy_id, horizon, by="cli") if apply_ else None
+    except AppError as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        click.echo(json.dumps({"suggestion": report, "applied": applied}, indent=2))
+        return
+    click.echo(f"{report['n']} scored signals, {report['horizon']}-candle returns; now "
+               f"{report['current']}")
+    if report["reason"]:
+        click.echo(f"  no suggestion: {report['reason']}")
+    for level, s in report["levels"].items():
+        if s.get("threshold") is None:
+            click.echo(f"  {level:7} — {s['reason']}")
+        else:
+            click.echo(f"  {level:7} ≥ {s['threshold']:.4f}: {s['hit_rate']:.0%} right "
+                       f"(95 % CI {s['ci_low']:.0%}–{s['ci_high']:.0%}, n = {s['n']}, "
+                       f"target {s['target']} %)")
+    if applied:
+        click.echo(f"Applied: {applied['before']} → {applied['after']}")

@@ -77,3 +77,42 @@ class SignalOutcome(db.Model):
     max_favourable = db.Column(db.Float)
     max_adverse = db.Column(db.Float)
     computed_at = db.Column(db.DateTime, nullable=False, default=utcnow)
+
+
+class ConsensusSignal(db.Model):
+    """Several strategies saying the same about one pair within a few candles: one signal that
+    links them, with its own level (the members' best, raised) and its own outcome."""
+
+    __tablename__ = "consensus_signals"
+
+    id = db.Column(db.Integer, primary_key=True)
+    pair = db.Column(db.String(64), nullable=False, index=True)
+    direction = db.Column(db.String(8), nullable=False)  # up | down (what the price should do)
+    action = db.Column(db.String(32), nullable=False)  # the members' action (enter_long, …)
+    timeframe = db.Column(db.String(8), nullable=False)
+    level = db.Column(db.String(16), nullable=False)
+    priority = db.Column(db.String(8), nullable=False)
+    rate = db.Column(db.Float, nullable=False)  # the newest member's rate
+    signal_at = db.Column(db.DateTime, nullable=False)  # the newest member's candle
+    strategy_ids = db.Column(db.JSON, nullable=False, default=list)
+    member_ids = db.Column(db.JSON, nullable=False, default=list)
+    created_at = db.Column(db.DateTime, nullable=False, default=utcnow, index=True)
+    notified_at = db.Column(db.DateTime)
+    # its own outcome, like SignalOutcome's
+    outcome_status = db.Column(db.String(16), nullable=False, default="pending")
+    outcome_reason = db.Column(db.Text, nullable=False, default="")
+    return_1 = db.Column(db.Float)
+    return_4 = db.Column(db.Float)
+    return_24 = db.Column(db.Float)
+
+
+class ConsensusMember(db.Model):
+    """A signal counted in a consensus (each signal in one at most)."""
+
+    __tablename__ = "consensus_members"
+
+    signal_id = db.Column(db.Integer, db.ForeignKey("signals.id", ondelete="CASCADE"),
+                          primary_key=True)
+    consensus_id = db.Column(db.Integer, db.ForeignKey("consensus_signals.id",
+                                                       ondelete="CASCADE"),
+                             nullable=False, index=True)

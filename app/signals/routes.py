@@ -9,6 +9,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     jsonify,
     request,
     stream_with_context,
@@ -20,11 +21,12 @@ from app.clock import utcnow
 from app.errors import error_response
 from app.extensions import db, sock
 from app.rendering import render_page
-from app.signals import ingest, outcomes, service
+from app.signals import consensus, ingest, outcomes, service
 from app.signals import live as live_feed
 from app.signals.grading import LEVELS
 from app.signals.ingest import ACTIONS, MAX_BODY_BYTES, MESSAGE_TYPES, WebhookError
 from app.strategies.models import Strategy
+from app.system.settings import current_settings
 
 bp = Blueprint("signals", __name__)
 api = Blueprint("signals_api", __name__)
@@ -85,6 +87,12 @@ def _list_context(filters: service.SignalFilters, before_id: int | None, limit: 
 
 @bp.get("/")
 def index():
+    if request.args.get("view") == "consensus":
+        pair = request.args.get("pair") or None
+        return render_page("signals/consensus.html", "signals/_consensus.html",
+                           rows=[consensus.consensus_json(r) for r in consensus.recent(200, pair)],
+                           names=dict(service.strategy_choices()), pair=pair,
+                           settings=current_settings().system.signals.consensus)
     embed = request.args.get("embed") == "1"
     try:
         filters = service.parse_filters(request.args)
@@ -103,6 +111,14 @@ def index():
     return render_page("signals/page.html", "signals/_list.html",
                        strategies=service.strategy_choices(),
                        pairs=service.pair_choices(), filter_error=None, **context)
+
+
+@bp.get("/quality")
+def quality_page():
+    horizon = request.args.get("horizon", "4")
+    horizon_value = int(horizon) if horizon in ("1", "4", "24") else 4
+    return render_page("signals/quality.html", "signals/_quality.html",
+                       **outcomes.quality_overview(horizon_value))
 
 
 @bp.get("/<int:signal_id>")
@@ -139,6 +155,62 @@ def quality_api():
     if not raw_horizon.isdigit() or len(raw_horizon) > 3:
         return error_response(400, "horizon must be 1, 4 or 24.", field="horizon")
     return jsonify(outcomes.quality(int(raw_id) if raw_id else None, int(raw_horizon)))
+
+
+def _strategy_arg(raw) -> int:
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool) or not str(raw).isdigit() \
+            or len(str(raw)) > 18:
+        raise outcomes.OutcomeError("strategy_id must be a strategy id.", status=400,
+                                    field="strategy_id")
+    return int(raw)
+
+
+def _horizon_arg(raw) -> int | None:
+    if raw in (None, ""):
+        return None
+    if not str(raw).isdigit() or len(str(raw)) > 3:
+        raise outcomes.OutcomeError("horizon must be 1, 4 or 24.", status=400, field="horizon")
+    return int(raw)
+
+
+@api.get("/chart")
+def chart_api():
+    raw_candles = request.args.get("candles", "200")
+    if not raw_candles.isdigit() or len(raw_candles) > 5:
+        return error_response(400, "candles must be a whole number 10..1000.", field="candles")
+    raw_signal = request.args.get("signal_id")
+    signal_id = _strategy_arg(raw_signal) if raw_signal not in (None, "") else None
+    pair = request.args.get("pair") or None
+    if pair is not None and (len(pair) > 64 or any(ord(c) < 32 for c in pair)):
+        return error_response(400, "pair: at most 64 printable characters.", field="pair")
+    return jsonify(outcomes.chart(_strategy_arg(request.args.get("strategy_id")), pair,
+                                  int(raw_candles), signal_id))
+
+
+@api.get("/consensus")
+def consensus_api():
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        return error_response(400, "limit must be 1..1000.", field="limit")
+    pair = request.args.get("pair") or None
+    return jsonify({"consensus": [consensus.consensus_json(r)
+                                  for r in consensus.recent(int(raw), pair)]})
+
+
+@api.get("/calibration")
+def calibration_api():
+    return jsonify(outcomes.calibration(_strategy_arg(request.args.get("strategy_id")),
+                                        _horizon_arg(request.args.get("horizon"))))
+
+
+@api.post("/calibration")
+def calibration_apply_api():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, 'Send JSON {"strategy_id": 7, "horizon": 4}.')
+    return jsonify(outcomes.apply_calibration(
+        _strategy_arg(body.get("strategy_id")), _horizon_arg(body.get("horizon")),
+        by=g.current_user.username if getattr(g, "current_user", None) else ""))
 
 
 @api.get("")

@@ -342,7 +342,28 @@ def _detail_context(strategy) -> dict:
             "events": service.recent_events(strategy.id, 10),
             "freqtrade_version": versions.effective(strategy.freqtrade_version),
             "bot_version": seen.get("freqtrade_version"),
-            "quality": outcomes.quality(strategy.id, 4)}
+            "quality": outcomes.quality(strategy.id, 4),
+            "calibration": outcomes.calibration(strategy.id),
+            "chart_pair": _chart_pair(strategy)}
+
+
+def _chart_pair(strategy) -> str | None:
+    pairs = list(strategy.pairs or [])
+    wanted = request.args.get("chart_pair")
+    return wanted if wanted in pairs else (pairs[0] if pairs else None)
+
+
+@bp.post("/<int:strategy_id>/calibrate")
+def calibrate(strategy_id: int):
+    strategy = service.get_strategy(strategy_id)
+    try:
+        applied = outcomes.apply_calibration(strategy.id, by=g.current_user.username)
+    except outcomes.OutcomeError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Thresholds of {strategy.name} set for new signals: {applied['after']} "
+              f"(were {applied['before']}).", "success")
+    return _redirect(url_for("strategies.detail", strategy_id=strategy.id))
 
 
 @bp.get("/<int:strategy_id>")

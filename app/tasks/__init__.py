@@ -33,6 +33,7 @@ PERIODIC_JOBS: list[tuple[str, str, Interval, int]] = [
     ("app.tasks.backups.daily_backup", "backups", 60, 4 * 3600),
     ("app.tasks.proxies.check_proxies", "monitoring", lambda s: s.proxy.health.interval, 600),
     ("app.tasks.signals.score_outcomes", "monitoring", 60, 600),
+    ("app.tasks.signals.find_consensus", "notifications", 15, 120),
 ]
 
 

@@ -13,6 +13,21 @@ def sweep_outbox() -> dict:
 
 def score_outcomes() -> dict:
     """Score the signals whose horizons have passed (what the market did next)."""
-    from app.signals import outcomes
+    from app.signals import consensus, outcomes
 
-    return outcomes.compute(limit=20_000)
+    result = outcomes.compute(limit=20_000)
+    result["consensus_scored"] = consensus.score_pending()
+    if result["done"] or result["unavailable"]:
+        outcomes.refresh_quality(set(result["strategy_ids"]))
+    return result
+
+
+def find_consensus() -> dict:
+    """Record the consensus signals of the last few candles and notify each once."""
+    from app.notifications import service as notifications
+    from app.signals import consensus
+
+    created = consensus.find()
+    for consensus_id in created:
+        notifications.notify_consensus(consensus_id)
+    return {"created": created}

@@ -17,6 +17,7 @@ import psutil
 import pytest
 import requests
 
+from app.system.stack import gunicorn_flags
 from config import yaml_io
 from tests.bots import create_bots_app, make_strategy, make_world
 from tests.signals.webserver import GunicornWeb
@@ -60,7 +61,7 @@ class Host:
         self.log = log
         self.procs.append(subprocess.Popen(self.ns.argv(  # noqa: S603
             str(BIN / "gunicorn"), "-k", "gevent", "-w", "1", "-b",
-            f"127.0.0.1:{self.relay_port}", "--no-control-socket", "wsgi:relay()"),
+            f"127.0.0.1:{self.relay_port}", *gunicorn_flags(), "wsgi:relay()"),
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT))
         self.procs.append(subprocess.Popen(self.ns.argv(  # noqa: S603
             str(BIN / "flask"), "--app", "app", "supervisor", "run", "--host", self.ns.address),

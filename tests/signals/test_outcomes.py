@@ -16,6 +16,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from app.extensions import db
+from app.relay.core import Relay, RelayConfig, wsgi_app
 from app.signals import outcomes
 from app.signals.models import Signal, SignalOutcome
 from app.simulator.server import create_simulator_app
@@ -36,10 +37,18 @@ def replay(app, system_settings):
     server = make_server("127.0.0.1", port, sim, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     system_settings("simulator", host="127.0.0.1", port=port)
+    # Candles come through the exchange relay, as in production.
+    relay = Relay(RelayConfig(exchanges={"simulator": f"http://127.0.0.1:{port}"}))
+    relay.set_upstreams([("direct", "direct", None, "this host")])
+    relay_port = free_port()
+    relay_server = make_server("127.0.0.1", relay_port, wsgi_app(relay), threaded=True)
+    threading.Thread(target=relay_server.serve_forever, daemon=True).start()
+    system_settings("exchange_relay", enabled=True, host="127.0.0.1", port=relay_port)
     with open(CSV) as handle:
         rows = [(float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"]))
                 for r in csv.DictReader(handle)]
     yield anchor, rows
+    relay_server.shutdown()
     server.shutdown()
 
 
