@@ -127,7 +127,7 @@ def run(bots: int, settle: float) -> dict:
                 summary = sweep_strategies()
                 sweep = time.monotonic() - sweep_started
                 sweep_again = time.monotonic()
-                sweep_strategies()
+                again = sweep_strategies()
                 sweep2 = time.monotonic() - sweep_again
                 pages = _pages(web)
                 control_plane = _control_plane(world, web.proc.pid)
@@ -151,6 +151,7 @@ def run(bots: int, settle: float) -> dict:
             if zygote else None,
             "control_plane_pss_mib": {k: round(v / 2**20, 1) for k, v in control_plane.items()},
             "sweep_seconds": round(sweep, 2), "sweep_again_seconds": round(sweep2, 2),
+            "sweep_probe_seconds": [summary.get("probe_seconds"), again.get("probe_seconds")],
             "sweep_healthy": summary.get("healthy_strategies", summary.get("healthy")),
             "pages_ms": pages, "stop_all_seconds": round(stopped, 1),
         }
@@ -182,7 +183,8 @@ def main() -> None:
     print("control plane PSS            " + ", ".join(
         f"{k} {v} MiB" for k, v in r["control_plane_pss_mib"].items()))
     print(f"status sweep over {r['bots']}        {r['sweep_seconds']} s, again "
-          f"{r['sweep_again_seconds']} s (target ≤ 2)")
+          f"{r['sweep_again_seconds']} s (target ≤ 2); of which asking the bots "
+          f"{r['sweep_probe_seconds'][0]} s / {r['sweep_probe_seconds'][1]} s")
     print("pages while running (ms)     " + ", ".join(f"{k} {v}" for k, v in
                                                        r["pages_ms"].items()))
     print(f"stop all                     {r['stop_all_seconds']} s (target ≤ 30)")

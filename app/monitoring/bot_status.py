@@ -69,6 +69,7 @@ class BotTarget:
     status: str
     started_at: datetime | None
     health_score: int | None
+    pid: int | None = None
 
     @classmethod
     def of(cls, strategy: Strategy) -> BotTarget:
@@ -77,7 +78,7 @@ class BotTarget:
         return cls(strategy.id, strategy.name, strategy.host, strategy.port,
                    strategy.api_username, strategy.api_password, strategy.timeframe,
                    pairs[0] if pairs else None, strategy.status, strategy.started_at,
-                   strategy.health_score)
+                   strategy.health_score, strategy.pid)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Observation:
     response_time: float | None = None  # seconds, of the health call
     state: str | None = None
     freqtrade_version: str | None = None  # as the bot reports it (show_config)
+    config_checked_at: float | None = None  # when show_config was last asked (epoch seconds)
     last_process_ts: float | None = None
     candle_close_ts: float | None = None
     summary: dict | None = None  # profit and open trades, for the pages (they never call bots)
@@ -104,9 +106,14 @@ def _connection_status(exc: BotError) -> str:
     return "error"
 
 
+CONFIG_EVERY = 300  # seconds a bot process's show_config (state, version) is reused
+
+
 def probe(target: BotTarget, client: BotClient | None, timeout: float,
-          setup_error: BotError | None = None) -> Observation:
-    """Ask one bot for its health, state and newest candle; never raises for a bot problem."""
+          setup_error: BotError | None = None, previous: dict | None = None) -> Observation:
+    """Ask one bot for its health, state, profit and newest candle; never raises for a bot
+    problem. `previous` (the last sweep's cached status) spares show_config — the state and
+    version of the same process — for CONFIG_EVERY seconds: a sweep asks four calls, not five."""
     obs = Observation(target.id)
     if client is None:
         obs.status = _connection_status(setup_error) if setup_error else "unreachable"
@@ -118,11 +125,20 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.response_time = time.monotonic() - started
         if isinstance(health, dict) and health.get("last_process_ts"):
             obs.last_process_ts = float(health["last_process_ts"])
-        config = client.get("show_config", timeout=timeout)
-        if isinstance(config, dict):
-            obs.state = config.get("state")
-            version = config.get("version")
-            obs.freqtrade_version = str(version)[:32] if version else None
+        reuse = (previous and target.pid and previous.get("pid") == target.pid
+                 and (previous.get("data") or {}).get("state")
+                 and time.time() - float(previous.get("config_checked_at") or 0) < CONFIG_EVERY)
+        if reuse:
+            obs.state = previous["data"]["state"]
+            obs.freqtrade_version = previous.get("freqtrade_version")
+            obs.config_checked_at = float(previous["config_checked_at"])
+        else:
+            config = client.get("show_config", timeout=timeout)
+            obs.config_checked_at = time.time()
+            if isinstance(config, dict):
+                obs.state = config.get("state")
+                version = config.get("version")
+                obs.freqtrade_version = str(version)[:32] if version else None
     except BotError as exc:
         if obs.response_time is None and not isinstance(exc, BotUnreachable):
             obs.response_time = time.monotonic() - started
@@ -174,11 +190,12 @@ def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -
         except BotError as exc:
             prepared.append((target, None, exc))
     results: list[Observation | None] = [None] * len(prepared)
+    previous = cached_statuses([t.id for t in targets])
 
     def one(index: int) -> None:
         target, client, error = prepared[index]
         try:
-            results[index] = probe(target, client, timeout, error)
+            results[index] = probe(target, client, timeout, error, previous.get(target.id))
         except Exception as exc:  # noqa: BLE001 - one broken bot must not end the sweep
             log.exception("status probe of strategy %s failed", target.id)
             results[index] = Observation(target.id, status="error", error=str(exc)[:300])
@@ -229,6 +246,9 @@ class BotReport:
             "last_update": now,
             "monitoring_mode": "multi_instance",
             "summary": obs.summary,
+            "pid": self.target.pid,
+            "freqtrade_version": obs.freqtrade_version,
+            "config_checked_at": obs.config_checked_at,
         }
 
 

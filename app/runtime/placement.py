@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from redis.exceptions import RedisError
-from sqlalchemy import select, true
+from sqlalchemy import select
 
 from app.clock import utcnow
 from app.extensions import db, redis_store
@@ -153,15 +153,22 @@ def _live() -> list[hosts.HostInfo] | None:
 
 
 def mark_lost() -> list[dict]:
-    """Mark the bots of hosts without a live heartbeat `lost` (alerted once) and, with
+    """Mark the bots of registered hosts without a live heartbeat (their supervisor did not stop
+    cleanly: a clean stop unregisters the host) `lost` (alerted once) and, with
     system.runtime.reschedule_lost, place those wanted running on another live host."""
     live = _live()
     if live is None:
         return []
     alive = {h.host for h in live}
+    try:  # registered and silent: a host that never registered a supervisor is not "lost"
+        silent = hosts.registered_hosts(redis_store.client) - alive
+    except RedisError:
+        return []
+    if not silent:
+        return []
     rows = list(db.session.scalars(select(Strategy).where(
         Strategy.deleted_at.is_(None), Strategy.status.in_(LOSABLE),
-        Strategy.host.is_not(None), Strategy.host.not_in(alive) if alive else true())))
+        Strategy.host.in_(silent))))
     settings = current_settings().system.runtime
     changes = []
     placed: dict[str, int] = {}
