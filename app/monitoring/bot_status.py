@@ -94,6 +94,7 @@ class Observation:
     last_process_ts: float | None = None
     candle_close_ts: float | None = None
     summary: dict | None = None  # profit and open trades, for the pages (they never call bots)
+    summary_at: float | None = None
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -107,6 +108,26 @@ def _connection_status(exc: BotError) -> str:
 
 
 CONFIG_EVERY = 300  # seconds a bot process's show_config (state, version) is reused
+SUMMARY_EVERY = 55  # seconds its profit and open trades are reused (every other sweep asks)
+
+
+def _ask_summary(client: BotClient, timeout: float, obs: Observation) -> None:
+    """Profit and open trades of the bot, for the pages (they never ask bots themselves)."""
+    try:
+        profit = client.get("profit", timeout=timeout)
+        count = client.get("count", timeout=timeout)
+        obs.summary = {
+            "profit_all_coin": profit.get("profit_all_coin"),
+            "profit_all_percent": profit.get("profit_all_percent"),
+            "profit_closed_coin": profit.get("profit_closed_coin"),
+            "trade_count": profit.get("trade_count"),
+            "open_trades": count.get("current"), "max_open_trades": count.get("max"),
+        }
+        obs.summary_at = time.time()
+    except BotError as exc:
+        obs.notes.append(f"profit: {exc.message}")
+    except AttributeError:  # not the objects FreqTrade answers with
+        obs.notes.append("profit: unexpected answer")
 
 
 def probe(target: BotTarget, client: BotClient | None, timeout: float,
@@ -145,20 +166,12 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.status = _connection_status(exc)
         obs.error = exc.message
         return obs
-    try:
-        profit = client.get("profit", timeout=timeout)
-        count = client.get("count", timeout=timeout)
-        obs.summary = {
-            "profit_all_coin": profit.get("profit_all_coin"),
-            "profit_all_percent": profit.get("profit_all_percent"),
-            "profit_closed_coin": profit.get("profit_closed_coin"),
-            "trade_count": profit.get("trade_count"),
-            "open_trades": count.get("current"), "max_open_trades": count.get("max"),
-        }
-    except BotError as exc:
-        obs.notes.append(f"profit: {exc.message}")
-    except AttributeError:  # not the objects FreqTrade answers with
-        obs.notes.append("profit: unexpected answer")
+    if (previous and target.pid and previous.get("pid") == target.pid
+            and isinstance(previous.get("summary"), dict)
+            and time.time() - float(previous.get("summary_at") or 0) < SUMMARY_EVERY):
+        obs.summary, obs.summary_at = previous["summary"], float(previous["summary_at"])
+    else:
+        _ask_summary(client, timeout, obs)
     if target.pair:
         try:
             candles = client.get("pair_candles", timeout=timeout, params={
@@ -246,6 +259,7 @@ class BotReport:
             "last_update": now,
             "monitoring_mode": "multi_instance",
             "summary": obs.summary,
+            "summary_at": obs.summary_at,
             "pid": self.target.pid,
             "freqtrade_version": obs.freqtrade_version,
             "config_checked_at": obs.config_checked_at,

@@ -99,10 +99,57 @@ def is_local_host(host: str | None, local: set[str] | None = None) -> bool:
     return host in (local if local is not None else local_addresses())
 
 
-def _process_memory(proc: psutil.Process) -> tuple[int, int, int]:
+def _rollup(pid: int) -> tuple[int, int, int] | None:
+    """(rss, pss, uss) from /proc/<pid>/smaps_rollup: the kernel's own sums, ~10× cheaper than
+    walking every mapping (psutil's memory_full_info reads the whole smaps); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3:
+            values[parts[0]] = int(parts[1]) * 1024
+    if b"Pss:" not in values:
+        return None
+    uss = values.get(b"Private_Clean:", 0) + values.get(b"Private_Dirty:", 0)
+    return values.get(b"Rss:", 0), values[b"Pss:"], uss
+
+
+def _family(proc: psutil.Process, children: dict[int, list[int]] | None) -> list:
+    """The process and its descendants; `children` ({ppid: [pid]}, one scan of the process
+    table for a whole measurement) spares a scan per bot."""
+    if children is None:
+        return [proc, *proc.children(recursive=True)]
+    found, todo = [proc], list(children.get(proc.pid, ()))
+    while todo:
+        pid = todo.pop()
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        children.setdefault(p.info["ppid"], []).append(p.pid)
+    return children
+
+
+def _process_memory(proc: psutil.Process,
+                    children: dict[int, list[int]] | None = None) -> tuple[int, int, int]:
     """(rss, pss, uss) of a process and its children."""
     rss = pss = uss = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in _family(proc, children):
+        rolled = _rollup(p.pid)
+        if rolled is not None:
+            rss, pss, uss = rss + rolled[0], pss + rolled[1], uss + rolled[2]
+            continue
         try:
             info = p.memory_full_info()
             rss += info.rss
@@ -118,9 +165,9 @@ def _process_memory(proc: psutil.Process) -> tuple[int, int, int]:
     return rss, pss, uss
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
+def _cpu_seconds(proc: psutil.Process, children: dict[int, list[int]] | None = None) -> float:
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in _family(proc, children):
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -150,6 +197,7 @@ def measure_bots() -> dict:
     previous = _previous_cpu()
     current_cpu = {}
     processes = []
+    children = _children_map() if rows else {}
     for sid, name, pid, host in rows:
         if not is_local_host(host, local):
             continue
@@ -157,8 +205,8 @@ def measure_bots() -> dict:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            rss, pss, uss = _process_memory(proc)
-            cpu_seconds = _cpu_seconds(proc)
+            rss, pss, uss = _process_memory(proc, children)
+            cpu_seconds = _cpu_seconds(proc, children)
             created = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 
 import psutil
 from sqlalchemy import select
 
-from app.extensions import redis_store
+from app.extensions import db, redis_store
 from app.proxies.models import Proxy
 from app.proxies.urls import mask
 from app.relay.core import Relay, RelayConfig, wsgi_app
@@ -59,8 +60,6 @@ def wanted_upstreams() -> list[tuple[str, str, str | None, str]]:
 
 
 def db_proxies() -> list[Proxy]:
-    from app.extensions import db
-
     try:
         return list(db.session.scalars(select(Proxy).order_by(Proxy.id)))
     finally:
@@ -144,8 +143,6 @@ def access_report() -> dict:
 def build_wsgi(app):
     """The relay of `app`'s settings as a WSGI callable, with its pool kept fresh in the
     background (a greenlet under gevent, else a daemon thread)."""
-    import threading
-
     with app.app_context():
         relay = Relay(relay_config())
 

@@ -93,6 +93,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._starts = threading.BoundedSemaphore(max_parallel_starts or os.cpu_count() or 2)
         self._heartbeat_ok = time.monotonic()
+        self._copying = threading.BoundedSemaphore(2)
         self._freqtrade = _own_freqtrade()
         self._fenced = False  # stopped its bots after losing its lease (see placement)
         with app.app_context():
@@ -787,11 +788,16 @@ class Supervisor:
                 self._spawn(self.launcher.stop, pid, None, 2.0)  # SIGKILL soon: no overlap
 
     def _copy_trade_database(self, strategy_id: int) -> None:
-        try:
-            placement.save_trade_copy(strategy_id, self.host)
-        except Exception as exc:  # noqa: BLE001 - a copy is a safety net, never a failure
-            db.session.rollback()
-            log.warning("trade database of strategy %s not copied: %s", strategy_id, exc)
+        """Copy a bot's trade database into the database (two at a time: stopping 100 bots at
+        once must not take every database connection; the session is closed after)."""
+        with self._copying:
+            try:
+                placement.save_trade_copy(strategy_id, self.host)
+            except Exception as exc:  # noqa: BLE001 - a copy is a safety net, never a failure
+                db.session.rollback()
+                log.warning("trade database of strategy %s not copied: %s", strategy_id, exc)
+            finally:
+                db.session.close()
 
     def _copy_trade_databases(self) -> None:
         """Copy the trade database of every running bot (every runtime.trade_copy_interval)."""

@@ -375,8 +375,8 @@ def bot_summaries(strategies: Iterable[Strategy]) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for sid, status in cached_statuses([s.id for s in running]).items():
         try:
-            measured = isoformat(datetime.fromtimestamp(float(status["last_update"]), UTC)
-                                 .replace(tzinfo=None))
+            at = status.get("summary_at") or status["last_update"]
+            measured = isoformat(datetime.fromtimestamp(float(at), UTC).replace(tzinfo=None))
         except (KeyError, TypeError, ValueError, OverflowError, OSError):
             measured = None
         if isinstance(status.get("summary"), dict):

@@ -126,16 +126,12 @@ def two_hosts(tmp_path_factory):
                     + "".join((h.base / "host.log").read_text()[-2000:] for h in hosts.values())
                 time.sleep(0.5)
         yield {"app": app, "world": world, "hosts": hosts, "web": web}
-    finally:
-        for host in hosts.values():
-            host.stop()
-        web.stop()
-        simulator.terminate()
-        simulator.wait(10)
-        for ns in (a, b):
-            ns.remove()
-        redis.cleanup()
-        pg.stop()
+    finally:  # every step, whatever the one before did
+        steps = [h.stop for h in hosts.values()] + [web.stop, simulator.kill, a.remove,
+                                                     b.remove, redis.cleanup, pg.stop]
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
 
 
 def _wait(predicate, seconds: float, what: str):
