@@ -143,8 +143,9 @@ def strategies_health_api():
     """The last status sweep: summary and one entry per bot (cached, up to 30 s old)."""
     ids = db.session.scalars(db.select(Strategy.id).where(
         Strategy.deleted_at.is_(None), Strategy.status.in_(bot_status.SWEPT_STATUSES))).all()
+    cached = bot_status.cached_statuses(list(ids))  # one Redis round trip for the fleet
     return jsonify({"summary": bot_status.cached_summary(),
-                    "strategies": {str(i): bot_status.cached_status(i) for i in ids}})
+                    "strategies": {str(i): cached.get(i) for i in ids}})
 
 
 @bp.get("/system/panels/<name>")
