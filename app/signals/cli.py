@@ -75,3 +75,24 @@ def calibrate_command(strategy_id: int, horizon: int | None, apply_: bool, as_js
                        f"target {s['target']} %)")
     if applied:
         click.echo(f"Applied: {applied['before']} → {applied['after']}")
+
+
+@signals_cli.command("consensus")
+@click.option("--pair", default=None, help="Only this pair, e.g. BTC/USDT.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def consensus_command(pair: str | None, limit: int, as_json: bool) -> None:
+    """The latest consensus signals: several strategies agreeing on a pair and direction."""
+    from app.signals import consensus
+
+    rows = [consensus.consensus_json(r) for r in consensus.recent(limit, pair)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No consensus signals yet.")
+    for c in rows:
+        outcome = " / ".join("…" if c["outcome"][f"return_{h}"] is None
+                             else f"{c['outcome'][f'return_{h}']:+.3%}" for h in (1, 4, 24))
+        click.echo(f"#{c['id']:<5} {c['pair']:10} {c['direction']:4} {c['level']:6} "
+                   f"{c['priority']}  strategies {c['strategy_ids']}  after 1/4/24: {outcome}")

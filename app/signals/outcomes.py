@@ -294,12 +294,18 @@ def quality(strategy_id: int | None = None, horizon: int = 4, fresh: bool = Fals
                            field="horizon")
     key = QUALITY_KEY.format(scope=strategy_id if strategy_id is not None else "all",
                              horizon=horizon)
+    return _stored(key, lambda: quality_now(strategy_id, horizon), fresh)
+
+
+def _stored(key: str, compute, fresh: bool) -> dict:
+    """`compute()`'s report as stored in Redis under `key` (QUALITY_TTL), else computed now and
+    stored, with `computed_at`."""
     if not fresh:
         with contextlib.suppress(Exception):
             raw = redis_store.client.get(key)
             if raw:
                 return json.loads(raw)
-    report = quality_now(strategy_id, horizon)
+    report = compute()
     report["computed_at"] = utcnow().isoformat() + "Z"
     with contextlib.suppress(Exception):
         redis_store.client.set(key, json.dumps(report), ex=QUALITY_TTL)
@@ -307,11 +313,17 @@ def quality(strategy_id: int | None = None, horizon: int = 4, fresh: bool = Fals
 
 
 def refresh_quality(strategy_ids: set[int]) -> None:
-    """Recompute the stored quality of these strategies and of all (after new outcomes)."""
+    """Recompute the stored quality, overview and calibration suggestions of these strategies
+    and of all (the outcome job, after a run that scored signals)."""
+    horizon_cfg = current_settings().system.signals.calibration.horizon
     for horizon in HORIZONS:
         quality(None, horizon, fresh=True)
+        quality_overview(horizon, fresh=True)
         for strategy_id in strategy_ids:
             quality(strategy_id, horizon, fresh=True)
+    for strategy_id in strategy_ids:
+        with contextlib.suppress(OutcomeError):
+            calibration(strategy_id, horizon_cfg, fresh=True)
 
 
 def quality_now(strategy_id: int | None = None, horizon: int = 4) -> dict:
@@ -400,9 +412,13 @@ def suggest_thresholds(pairs: list[tuple[float, float]], targets: dict[str, floa
     return {"n": n, "levels": levels, "reason": ""}
 
 
-def calibration(strategy_id: int, horizon: int | None = None) -> dict:
+CALIBRATION_KEY = "btcw:signals:calibration:{strategy_id}:{horizon}"
+
+
+def calibration(strategy_id: int, horizon: int | None = None, fresh: bool = False) -> dict:
     """The suggested thresholds of a strategy from its scored signals (see suggest_thresholds),
-    beside the thresholds it has."""
+    beside the thresholds it has; the suggestion as the outcome job last stored it, else
+    computed now (`fresh` recomputes)."""
     cfg = current_settings().system.signals.calibration
     horizon = horizon or cfg.horizon
     if horizon not in HORIZONS:
@@ -411,6 +427,15 @@ def calibration(strategy_id: int, horizon: int | None = None) -> dict:
     strategy = db.session.get(Strategy, strategy_id)
     if strategy is None or strategy.deleted_at is not None:
         raise OutcomeError(f"No strategy with id {strategy_id}.", status=404)
+    key = CALIBRATION_KEY.format(strategy_id=strategy_id, horizon=horizon)
+    result = dict(_stored(key, lambda: _suggestion(strategy_id, horizon, cfg), fresh))
+    result.update(strategy_id=strategy_id, horizon=horizon, current={
+        "strong": strategy.strong_threshold, "medium": strategy.medium_threshold,
+        "weak": strategy.weak_threshold})
+    return result
+
+
+def _suggestion(strategy_id: int, horizon: int, cfg) -> dict:
     column = getattr(SignalOutcome, f"return_{horizon}")
     rows = db.session.execute(
         select(Signal.strength_raw, column).join(SignalOutcome, SignalOutcome.signal_id ==
@@ -418,19 +443,15 @@ def calibration(strategy_id: int, horizon: int | None = None) -> dict:
         .where(Signal.strategy_id == strategy_id, column.is_not(None),
                Signal.strength_raw.is_not(None))).all()
     pairs = [(float(s), float(r)) for s, r in rows if math.isfinite(s) and math.isfinite(r)]
-    result = suggest_thresholds(pairs, {"strong": cfg.strong_target,
-                                        "medium": cfg.medium_target, "weak": cfg.weak_target},
-                                cfg.min_signals, cfg.min_per_level)
-    result.update(strategy_id=strategy_id, horizon=horizon, current={
-        "strong": strategy.strong_threshold, "medium": strategy.medium_threshold,
-        "weak": strategy.weak_threshold})
-    return result
+    return suggest_thresholds(pairs, {"strong": cfg.strong_target,
+                                      "medium": cfg.medium_target, "weak": cfg.weak_target},
+                              cfg.min_signals, cfg.min_per_level)
 
 
 def apply_calibration(strategy_id: int, horizon: int | None = None, by: str = "") -> dict:
     """Set the suggested thresholds (levels without a suggestion keep theirs) for new signals,
     and record the change as a strategy event."""
-    suggestion = calibration(strategy_id, horizon)
+    suggestion = calibration(strategy_id, horizon, fresh=True)
     found = {lv: v["threshold"] for lv, v in suggestion["levels"].items()
              if v.get("threshold") is not None}
     if not found:
@@ -537,10 +558,15 @@ def chart(strategy_id: int, pair: str | None = None, candles: int = 200,
             "signal_id": signal_id, "step_ms": step}
 
 
-def quality_overview(horizon: int = 4) -> dict:
+def quality_overview(horizon: int = 4, fresh: bool = False) -> dict:
     """The Signal quality page: every strategy's scored signals by level (count, % right, mean
     return — SQL aggregates, exact at any size) with its stored IC, and the whole fleet's
-    quality (by level, by decile) as the outcome job last stored it."""
+    quality (by level, by decile); as the outcome job last stored it, else computed now."""
+    return _stored(f"btcw:signals:quality-overview:{horizon}",
+                   lambda: _overview_now(horizon), fresh)
+
+
+def _overview_now(horizon: int) -> dict:
     column = getattr(SignalOutcome, f"return_{horizon}")
     rows = db.session.execute(
         select(Signal.strategy_id, Signal.strength_level, func.count(column),

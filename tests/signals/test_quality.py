@@ -54,6 +54,7 @@ def test_calibration_is_applied_for_new_signals_and_recorded(app, strategy, clie
     assert client.post("/api/v1/signals/calibration", json={"strategy_id": strategy.id},
                        headers=headers).status_code == 409
     _scored(strategy, STEP)
+    outcomes.refresh_quality({strategy.id})  # what the outcome job does after scoring
     suggestion = client.get(f"/api/v1/signals/calibration?strategy_id={strategy.id}",
                             headers=headers).get_json()
     assert suggestion["levels"]["strong"]["threshold"] == 0.45
@@ -95,7 +96,8 @@ def test_notifications_carry_the_levels_track_record(app, strategy, system_setti
     assert notifications.track_record(weak, strategy) == ""  # too few weak ones scored
 
 
-def test_three_strategies_agreeing_make_one_consensus(app, client, api_token, system_settings):
+def test_three_strategies_agreeing_make_one_consensus(app, client, api_token, system_settings,
+                                                     runner):
     system_settings("signals", consensus=_consensus(min_strategies=3, window_candles=3,
                                                     raise_levels=1))
     rows = [Strategy(name=f"c{n}", strategy_class="MA_Cross_BTC", strategy_file="x.py",
@@ -131,6 +133,8 @@ def test_three_strategies_agreeing_make_one_consensus(app, client, api_token, sy
     assert db.session.scalar(select(Notification.id).where(
         Notification.kind == "consensus")) == note.id
     assert client.get("/api/v1/signals/consensus?limit=0", headers=headers).status_code == 400
+    printed = runner.invoke(args=["signals", "consensus"]).output
+    assert f"#{row.id}" in printed and "BTC/USDT" in printed and "strong" in printed
 
 
 def _consensus(**values):
