@@ -105,6 +105,7 @@ def run(bots: int, settle: float, launcher: str | None = None, wave: int | None 
         kill_leftover_bots,
         make_strategy,
         make_world,
+        relay_process,
         stop_zygote,
         zygote_pid,
     )
@@ -114,11 +115,13 @@ def run(bots: int, settle: float, launcher: str | None = None, wave: int | None 
     redis = RedisServer().start()
     world = make_world(base, None, redis.url, launcher=launcher)
     simulator = SimulatorProcess(world)
+    relay = relay_process(world)  # the bots reach the simulator through it
     supervisor = SupervisorProcess(world)
     wave = wave or bots
     try:
         app = create_bots_app(world)
         simulator.start()
+        relay.start()
         supervisor_started = time.monotonic()
         supervisor.start()
         zygote_boot = None
@@ -197,6 +200,7 @@ def run(bots: int, settle: float, launcher: str | None = None, wave: int | None 
         supervisor.stop()
         kill_leftover_bots(world.var_dir)
         stop_zygote(world.var_dir)
+        relay.stop()
         simulator.stop()
         redis.cleanup()
 

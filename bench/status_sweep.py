@@ -76,6 +76,7 @@ def run(total: int, real: int, rounds: int, concurrency: int, delay_ms: str) -> 
         kill_leftover_bots,
         make_strategy,
         make_world,
+        relay_process,
     )
     from tests.support.servers import RedisServer
 
@@ -83,6 +84,7 @@ def run(total: int, real: int, rounds: int, concurrency: int, delay_ms: str) -> 
     redis = RedisServer().start()
     world = make_world(base, None, redis.url)
     simulator = SimulatorProcess(world)
+    relay = relay_process(world)  # the bots reach the simulator through it
     supervisor = SupervisorProcess(world)
     standins = None
     standin_count = total - real
@@ -104,6 +106,7 @@ def run(total: int, real: int, rounds: int, concurrency: int, delay_ms: str) -> 
             _wait_line(standins, "ready", 60)
         if real:
             simulator.start()
+            relay.start()
             supervisor.start()
         with app.app_context():
             real_ids = []
@@ -152,6 +155,7 @@ def run(total: int, real: int, rounds: int, concurrency: int, delay_ms: str) -> 
             standins.wait(10)
         supervisor.stop()
         kill_leftover_bots(world.var_dir)
+        relay.stop()
         simulator.stop()
         redis.cleanup()
 

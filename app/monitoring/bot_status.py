@@ -71,6 +71,12 @@ class BotTarget:
     health_score: int | None
     pid: int | None = None
 
+    @property
+    def process(self) -> str:
+        """Which bot process this is: a restart (new pid, port or start time) is a new one."""
+        started = self.started_at.isoformat() if self.started_at else ""
+        return f"{self.pid}:{self.port}:{started}"
+
     @classmethod
     def of(cls, strategy: Strategy) -> BotTarget:
         """The target for a Strategy row."""
@@ -146,8 +152,8 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.response_time = time.monotonic() - started
         if isinstance(health, dict) and health.get("last_process_ts"):
             obs.last_process_ts = float(health["last_process_ts"])
-        reuse = (previous and target.pid and previous.get("pid") == target.pid
-                 and (previous.get("data") or {}).get("state")
+        same = bool(previous) and previous.get("process") == target.process
+        reuse = (same and (previous.get("data") or {}).get("state")
                  and time.time() - float(previous.get("config_checked_at") or 0) < CONFIG_EVERY)
         if reuse:
             obs.state = previous["data"]["state"]
@@ -166,7 +172,7 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.status = _connection_status(exc)
         obs.error = exc.message
         return obs
-    if (previous and target.pid and previous.get("pid") == target.pid
+    if (previous and previous.get("process") == target.process
             and isinstance(previous.get("summary"), dict)
             and time.time() - float(previous.get("summary_at") or 0) < SUMMARY_EVERY):
         obs.summary, obs.summary_at = previous["summary"], float(previous["summary_at"])
@@ -261,6 +267,7 @@ class BotReport:
             "summary": obs.summary,
             "summary_at": obs.summary_at,
             "pid": self.target.pid,
+            "process": self.target.process,
             "freqtrade_version": obs.freqtrade_version,
             "config_checked_at": obs.config_checked_at,
         }
