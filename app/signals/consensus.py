@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import timedelta
+from types import SimpleNamespace
 
 import requests
 from sqlalchemy import select
@@ -20,7 +21,7 @@ from app.clock import utcnow
 from app.extensions import db
 from app.signals.ingest import SIGNAL_ACTIONS
 from app.signals.models import ConsensusMember, ConsensusSignal, Signal
-from app.signals.outcomes import FALLING, HORIZONS, Klines, _ms
+from app.signals.outcomes import FALLING, HORIZONS, Klines, _ms, score
 from app.simulator.limits import INTERVAL_MINUTES
 from app.strategies.models import Strategy
 from app.system.settings import current_settings
@@ -127,25 +128,15 @@ def score_pending(now_ms: int | None = None) -> int:
         if klines is None:
             klines = cache[(row.pair, row.timeframe)] = Klines(session, row.pair, row.timeframe)
         klines.ensure(start, min(start + 25 * step, now_ms))
-        if klines.error:
-            row.outcome_status, row.outcome_reason = "unavailable", klines.error
-            changed += 1
-            continue
-        sign = -1.0 if row.direction == "down" else 1.0
-        status = "done"
+        # Scored like its newest member: the same horizons and direction (outcomes.score).
+        member = SimpleNamespace(action=row.action, rate=row.rate, open_date=row.signal_at,
+                                 received_at=row.signal_at)
+        values = score(member, row.timeframe, klines, now_ms)
         for horizon in HORIZONS:
-            at = start + horizon * step
-            if at + step > now_ms:
-                status = "pending"
-                continue
-            candle = klines.candles.get(at)
-            if candle is None:
-                status, row.outcome_reason = "unavailable", "a gap in the candles"
-                break
-            setattr(row, f"return_{horizon}", sign * (candle[3] - row.rate) / row.rate)
-        if status != row.outcome_status or status == "done":
+            setattr(row, f"return_{horizon}", values.get(f"return_{horizon}"))
+        if values["status"] != row.outcome_status or values["status"] == "done":
             changed += 1
-        row.outcome_status = status
+        row.outcome_status, row.outcome_reason = values["status"], values.get("reason", "")
     db.session.commit()
     return changed
 

@@ -95,11 +95,7 @@ def market_settings_from(settings: Any) -> MarketSettings:
         return settings
 
     def pick(name: str, default: Any = None) -> Any:
-        if settings is None:
-            return default
-        if isinstance(settings, Mapping):
-            return settings.get(name, default)
-        return getattr(settings, name, default)
+        return _pick(settings, name, default)
 
     base = MarketSettings()
     pairs = pick("pairs") or base.pairs
@@ -119,6 +115,7 @@ def market_settings_from(settings: Any) -> MarketSettings:
 
 
 def _pick(settings: Any, name: str, default: Any = None) -> Any:
+    """A setting from a mapping or an object with attributes (None: the default)."""
     if settings is None:
         return default
     if isinstance(settings, Mapping):

@@ -133,6 +133,10 @@ def test_three_strategies_agreeing_make_one_consensus(app, client, api_token, sy
     assert db.session.scalar(select(Notification.id).where(
         Notification.kind == "consensus")) == note.id
     assert client.get("/api/v1/signals/consensus?limit=0", headers=headers).status_code == 400
+    # Scored like a signal; with no exchange answering, unavailable with the reason.
+    assert consensus.score_pending() == 1
+    db.session.refresh(row)
+    assert row.outcome_status == "unavailable" and "exchange" in row.outcome_reason
     printed = runner.invoke(args=["signals", "consensus"]).output
     assert f"#{row.id}" in printed and "BTC/USDT" in printed and "strong" in printed
 
