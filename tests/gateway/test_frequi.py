@@ -63,8 +63,10 @@ def frequi_world(bots_world, gateway_config_dir, gateway_app, demo_bots, tmp_pat
         (folder / f.name).write_text(f.read_text())
     system = yaml_io.load((folder / "system.yml").read_text())
     section = system["system"]
-    section["gateway"].update(port=gateway_port, frequi_dir=str(build),
-                              public_url=f"http://127.0.0.1:{gateway_port}")
+    # Production timeouts (10 s / 2 s), not the gateway tests' 2 s: on a loaded machine a bot's
+    # show_config may take more than 2 s, and FreqUI does not ask again after a 504.
+    section["gateway"].update(port=gateway_port, frequi_dir=str(build), timeout=10,
+                              connect_timeout=2, public_url=f"http://127.0.0.1:{gateway_port}")
     section["web"]["public_url"] = f"http://127.0.0.1:{web_port}"
     section.setdefault("security", {})["cors_origins"] = [allowed]
     (folder / "system.yml").write_text(yaml_io.dump(system))
@@ -129,7 +131,7 @@ def _ok(seen: dict, strategy_id: int, endpoint: str) -> bool:
                for _, url, status in seen["answers"])
 
 
-def _wait(predicate, timeout: float, what: str, tab=None):
+def _wait(predicate, timeout: float, what: str, tab=None, seen: dict | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -139,14 +141,17 @@ def _wait(predicate, timeout: float, what: str, tab=None):
             tab.wait_for_timeout(200)
         else:
             time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    got = "" if seen is None else "; FreqUI got: " + ", ".join(
+        f"{method} {url.split('/api/strategy/', 1)[-1]} → {status}"
+        for method, url, status in seen["answers"][-20:])
+    raise AssertionError(f"timed out waiting for {what}{got}")
 
 
 def _dashboard_shows_both(tab, seen: dict, base: str, bots, screenshot: str) -> None:
     """FreqUI's dashboard at `base` fetched each bot's profit and names them all."""
     tab.goto(f"{base}/dashboard")
     for bot in bots:
-        _wait(lambda b=bot: _ok(seen, b.id, "profit"), 30, f"{bot.name}'s profit", tab)
+        _wait(lambda b=bot: _ok(seen, b.id, "profit"), 30, f"{bot.name}'s profit", tab, seen)
     tab.wait_for_timeout(1500)
     tab.screenshot(path=str(SHOTS / screenshot), full_page=True)
     assert all(bot.name in tab.content() for bot in bots)
@@ -174,7 +179,7 @@ def test_frequi_from_an_allowed_origin_logs_in_to_two_bots_through_the_gateway(f
         for bot in (first, second):
             _login_in_frequi(tab, world["allowed"], world["gateway"], bot, bot.name)
             _wait(lambda b=bot: _ok(seen, b.id, "show_config"), 30, f"FreqUI on {bot.name}",
-                  tab)
+                  tab, seen)
         stored = json.loads(tab.evaluate("localStorage.getItem('ftAuthLoginInfo')"))
         assert {v["apiUrl"] for v in stored.values()} == {
             f"{world['gateway']}/api/strategy/{b.id}" for b in (first, second)}
@@ -186,21 +191,21 @@ def test_frequi_from_an_allowed_origin_logs_in_to_two_bots_through_the_gateway(f
         # Trade view, chart with candles, logs.
         tab.goto(f"{world['allowed']}/trade")
         _wait(lambda: _ok(seen, first.id, "status") or _ok(seen, second.id, "status"), 30,
-              "open trades", tab)
+              "open trades", tab, seen)
         tab.goto(f"{world['allowed']}/graph")
         _wait(lambda: _ok(seen, first.id, "pair_candles") or _ok(seen, second.id,
                                                                   "pair_candles"),
-              30, "candles for the chart", tab)
+              30, "candles for the chart", tab, seen)
         tab.wait_for_timeout(1500)
         tab.screenshot(path=str(SHOTS / "frequi-allowed-origin-chart.png"))
         tab.goto(f"{world['allowed']}/logs")
         _wait(lambda: _ok(seen, first.id, "logs") or _ok(seen, second.id, "logs"), 30,
-              "logs", tab)
+              "logs", tab, seen)
 
         # The message websocket through the gateway.
         _wait(lambda: any("/api/v1/message/ws" in u for u in seen["sockets"]), 30,
-              "a websocket", tab)
-        _wait(lambda: seen["frames"], 60, "websocket frames", tab)
+              "a websocket", tab, seen)
+        _wait(lambda: seen["frames"], 60, "websocket frames", tab, seen)
 
         # An access token that has expired: FreqUI gets a 401 with CORS headers, refreshes
         # through the gateway and the bot stays online.
@@ -211,13 +216,14 @@ def test_frequi_from_an_allowed_origin_logs_in_to_two_bots_through_the_gateway(f
         before = len(seen["answers"])
         tab.goto(f"{world['allowed']}/trade")
         _wait(lambda: any(m == "POST" and u.endswith("/token/refresh") and s == 200
-                          for m, u, s in seen["answers"][before:]), 30, "a token refresh", tab)
+                          for m, u, s in seen["answers"][before:]), 30, "a token refresh", tab,
+              seen)
         refused = [a for a in seen["answers"][before:] if a[2] == 401]
         assert refused, "the expired token was refused first"
         later = len(seen["answers"])
         _wait(lambda: any(s == 200 and "/api/v1/" in u and not u.endswith("/token/refresh")
                           for _, u, s in seen["answers"][later:]), 30,
-              "answers after the refresh", tab)
+              "answers after the refresh", tab, seen)
         context.close()
 
 
@@ -274,7 +280,7 @@ def test_frequi_served_by_btc_watcher_shows_every_bot_after_one_login(frequi_wor
         try:
             for bot in (first, second):
                 _wait(lambda b=bot: _ok(seen, b.id, "show_config"), 30, f"{bot.name} online",
-                      tab)
+                      tab, seen)
         except AssertionError:
             tab.screenshot(path=str(SHOTS / "frequi-debug.png"))
             raise AssertionError((tab.url, seen["answers"][:20],
