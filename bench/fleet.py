@@ -11,8 +11,9 @@ asks for all of them to start in one go. It prints:
   between their sharers), RSS and private (clean + dirty), median; the zygote's own; the sum;
 - the control plane's own memory (PSS of web, relay, simulator, supervisor, Redis);
 - status sweeps over the N bots (the monitoring job's `sweep_strategies`): the first (every
-  bot's show_config and profit asked), one right after (both reused), one a minute later
-  (profit due again) — the steady state alternates between the last two;
+  call asked of every bot), then `--sweeps` more at the job's interval
+  (system.monitoring.strategy_status_interval, 30 s), as the monitoring job runs them: each
+  asks health, and profit, the newest candle or show_config only when due;
 - server time of the web pages and list APIs (median of 5, through gunicorn) while they run;
 - stop-all: request_stop() of every bot → all `stopped`.
 
@@ -89,12 +90,13 @@ def _pages(web) -> dict[str, float]:
     return out
 
 
-def run(bots: int, settle: float) -> dict:
+def run(bots: int, settle: float, sweeps: int) -> dict:
     from app.auth import service as auth
     from app.extensions import db
     from app.monitoring.bot_status import sweep_strategies
     from app.runtime import control
     from app.strategies.models import Strategy
+    from app.system.settings import current_settings
     from tests.bots import make_strategy, standalone_world, zygote_pid
     from tests.signals.webserver import GunicornWeb
 
@@ -125,16 +127,16 @@ def run(bots: int, settle: float) -> dict:
                 spawn = [logged[r.pid] for r in rows if r.pid in logged]
                 memory = [_memory(r.pid) for r in rows]
                 zygote = zygote_pid(world.var_dir)
+                interval = current_settings().system.monitoring.strategy_status_interval
                 sweep_started = time.monotonic()
                 summary = sweep_strategies()
                 sweep = time.monotonic() - sweep_started
-                sweep_again = time.monotonic()
-                again = sweep_strategies()  # show_config and profit reused
-                sweep2 = time.monotonic() - sweep_again
-                time.sleep(60)  # the profit figures are due again
-                sweep_third = time.monotonic()
-                third = sweep_strategies()
-                sweep3 = time.monotonic() - sweep_third
+                steady = []
+                for _ in range(sweeps):
+                    time.sleep(max(0.0, sweep_started + interval - time.monotonic()))
+                    sweep_started = time.monotonic()
+                    result = sweep_strategies()
+                    steady.append((time.monotonic() - sweep_started, result))
                 pages = _pages(web)
                 control_plane = _control_plane(world, web.proc.pid)
                 stop_requested = time.monotonic()
@@ -156,12 +158,15 @@ def run(bots: int, settle: float) -> dict:
             "zygote_mib": {k: round(v / 2**20, 1) for k, v in _memory(zygote).items()}
             if zygote else None,
             "control_plane_pss_mib": {k: round(v / 2**20, 1) for k, v in control_plane.items()},
-            "sweep_seconds": round(sweep, 2), "sweep_again_seconds": round(sweep2, 2),
-            "sweep_third_seconds": round(sweep3, 2),
-            "sweep_probe_seconds": [summary.get("probe_seconds"), again.get("probe_seconds"),
-                                    third.get("probe_seconds")],
-            "sweep_healthy": summary.get("healthy_strategies", summary.get("healthy")),
-            "pages_ms": pages, "stop_all_seconds": round(stopped, 1),
+            "sweep_seconds": round(sweep, 2),
+            "sweep_probe_seconds": summary.get("probe_seconds"),
+            "steady_sweep_seconds": [round(t, 2) for t, _ in steady],
+            "steady_probe_seconds": [r.get("probe_seconds") for _, r in steady],
+            "steady_sweep_median": round(statistics.median(t for t, _ in steady), 2)
+            if steady else None,
+            "sweep_healthy": [summary.get("healthy_strategies")]
+            + [r.get("healthy_strategies") for _, r in steady],
+            "interval": interval, "pages_ms": pages, "stop_all_seconds": round(stopped, 1),
         }
 
 
@@ -169,9 +174,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bots", type=int, default=100)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--sweeps", type=int, default=6,
+                        help="steady sweeps after the first, at the job's interval")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.bots, args.settle)
+    result = run(args.bots, args.settle, args.sweeps)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -190,10 +197,12 @@ def main() -> None:
               f"RSS {r['zygote_mib']['rss']} MiB")
     print("control plane PSS            " + ", ".join(
         f"{k} {v} MiB" for k, v in r["control_plane_pss_mib"].items()))
-    print(f"status sweep over {r['bots']}        first {r['sweep_seconds']} s (every bot's "
-          f"show_config and profit), then {r['sweep_again_seconds']} s (both reused) and "
-          f"{r['sweep_third_seconds']} s (profit due) (target ≤ 2); asking the bots "
-          + " / ".join(f"{p} s" for p in r["sweep_probe_seconds"]))
+    print(f"status sweep over {r['bots']}        first {r['sweep_seconds']} s (every call; "
+          f"asking {r['sweep_probe_seconds']} s); then every {r['interval']} s: median "
+          f"{r['steady_sweep_median']} s (target ≤ 2): "
+          + ", ".join(f"{t} s" for t in r["steady_sweep_seconds"]) + " (asking "
+          + ", ".join(f"{p} s" for p in r["steady_probe_seconds"]) + "); healthy "
+          + "/".join(str(h) for h in r["sweep_healthy"]))
     print("pages while running (ms)     " + ", ".join(f"{k} {v}" for k, v in
                                                        r["pages_ms"].items()))
     print(f"stop all                     {r['stop_all_seconds']} s (target ≤ 30)")

@@ -1,12 +1,14 @@
 """The strategy status sweep: every running bot probed concurrently, scored, checked for stalls.
 
-One probe asks a bot three things through its BotClient: `/api/v1/health` (FreqTrade's loop
-timestamp; the call's duration is the response time the score uses), `/api/v1/show_config`
-(the bot's state) and `/api/v1/pair_candles?limit=1` for its first pair (the newest candle it
-analysed; stall.py). Probes run concurrently (gevent greenlets in a gevent-patched process,
-threads elsewhere). `fetch_all` asks every bot for one path with the same query; a probe needs
-three calls per bot and a different pair per bot, so the sweep runs whole probes side by side
-with the same per-call timeout and overall budget that fetch_all uses.
+One probe asks a bot through its BotClient: `/api/v1/health` (FreqTrade's loop timestamp; the
+call's duration is the response time the score uses), `/api/v1/show_config` (the bot's state,
+version and max_open_trades), `/api/v1/profit` (profit and open trades, for the pages) and
+`/api/v1/pair_candles?limit=1` for its first pair (the newest candle it analysed; stall.py).
+Only health is asked every sweep: for the same bot process (pid, port, start) the last sweep's
+answers are reused — show_config for 5 minutes, profit for 55 s, and the candle until the next
+one can have closed (the same process cannot answer a newer candle before then). Probes run
+concurrently (gevent greenlets in a gevent-patched process, threads elsewhere) with the same
+per-call timeout and overall budget that `fetch_all` uses.
 
 After the probes the sweep measures the CPU % and memory of the bot processes on this machine
 (bot_usage.measure_bots, which stores them for the strategy pages), stores each
@@ -96,6 +98,7 @@ class Observation:
     response_time: float | None = None  # seconds, of the health call
     state: str | None = None
     freqtrade_version: str | None = None  # as the bot reports it (show_config)
+    max_open_trades: int | None = None  # show_config's (-1: no limit)
     config_checked_at: float | None = None  # when show_config was last asked (epoch seconds)
     last_process_ts: float | None = None
     candle_close_ts: float | None = None
@@ -118,16 +121,19 @@ SUMMARY_EVERY = 55  # seconds its profit and open trades are reused (every other
 
 
 def _ask_summary(client: BotClient, timeout: float, obs: Observation) -> None:
-    """Profit and open trades of the bot, for the pages (they never ask bots themselves)."""
+    """Profit and open trades of the bot, for the pages (they never ask bots themselves): one
+    call, /profit (open trades = all − closed; the limit is show_config's max_open_trades)."""
     try:
         profit = client.get("profit", timeout=timeout)
-        count = client.get("count", timeout=timeout)
+        total, closed = profit.get("trade_count"), profit.get("closed_trade_count")
         obs.summary = {
             "profit_all_coin": profit.get("profit_all_coin"),
             "profit_all_percent": profit.get("profit_all_percent"),
             "profit_closed_coin": profit.get("profit_closed_coin"),
-            "trade_count": profit.get("trade_count"),
-            "open_trades": count.get("current"), "max_open_trades": count.get("max"),
+            "trade_count": total,
+            "open_trades": total - closed if isinstance(total, int) and isinstance(closed, int)
+            else None,
+            "max_open_trades": obs.max_open_trades,
         }
         obs.summary_at = time.time()
     except BotError as exc:
@@ -136,11 +142,28 @@ def _ask_summary(client: BotClient, timeout: float, obs: Observation) -> None:
         obs.notes.append("profit: unexpected answer")
 
 
+def _int_or_none(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _candle_due(target: BotTarget, previous: dict | None, same: bool) -> bool:
+    """Whether a newer candle than the last sweep saw can have closed: not before the one
+    after it closes. Until then the same process can only answer the same candle."""
+    close = ((previous or {}).get("data") or {}).get("last_candle_close") if same else None
+    if not isinstance(close, int | float):
+        return True
+    try:
+        return time.time() >= close + stall.timeframe_seconds(target.timeframe)
+    except ValueError:
+        return True
+
+
 def probe(target: BotTarget, client: BotClient | None, timeout: float,
           setup_error: BotError | None = None, previous: dict | None = None) -> Observation:
     """Ask one bot for its health, state, profit and newest candle; never raises for a bot
-    problem. `previous` (the last sweep's cached status) spares show_config — the state and
-    version of the same process — for CONFIG_EVERY seconds: a sweep asks four calls, not five."""
+    problem. `previous` (the last sweep's cached status of the same process) spares calls:
+    show_config (state, version) for CONFIG_EVERY seconds, profit for SUMMARY_EVERY, and
+    pair_candles until a newer candle can have closed. A steady sweep asks one to three."""
     obs = Observation(target.id)
     if client is None:
         obs.status = _connection_status(setup_error) if setup_error else "unreachable"
@@ -158,6 +181,7 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         if reuse:
             obs.state = previous["data"]["state"]
             obs.freqtrade_version = previous.get("freqtrade_version")
+            obs.max_open_trades = _int_or_none(previous.get("max_open_trades"))
             obs.config_checked_at = float(previous["config_checked_at"])
         else:
             config = client.get("show_config", timeout=timeout)
@@ -166,6 +190,7 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
                 obs.state = config.get("state")
                 version = config.get("version")
                 obs.freqtrade_version = str(version)[:32] if version else None
+                obs.max_open_trades = _int_or_none(config.get("max_open_trades"))
     except BotError as exc:
         if obs.response_time is None and not isinstance(exc, BotUnreachable):
             obs.response_time = time.monotonic() - started
@@ -178,7 +203,9 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.summary, obs.summary_at = previous["summary"], float(previous["summary_at"])
     else:
         _ask_summary(client, timeout, obs)
-    if target.pair:
+    if target.pair and not _candle_due(target, previous, same):
+        obs.candle_close_ts = float(previous["data"]["last_candle_close"])
+    elif target.pair:
         try:
             candles = client.get("pair_candles", timeout=timeout, params={
                 "pair": target.pair, "timeframe": target.timeframe, "limit": 1})
@@ -269,6 +296,7 @@ class BotReport:
             "pid": self.target.pid,
             "process": self.target.process,
             "freqtrade_version": obs.freqtrade_version,
+            "max_open_trades": obs.max_open_trades,
             "config_checked_at": obs.config_checked_at,
         }
 
@@ -305,10 +333,13 @@ def sweep_strategies() -> dict:
     now = time.time()
     reports = [assess(t, o, now, settings.stall_minutes)
                for t, o in zip(targets, observations, strict=True)]
+    measuring = time.monotonic()
     usage = _measure_processes()
+    measured = time.monotonic() - measuring
     _store_scores(reports, now, usage)
     stalled, recovered = _apply_stalls(reports, settings)
     summary = _summary(reports, now, probed, time.monotonic() - started)
+    summary["measure_seconds"] = round(measured, 3)
     summary["newly_stalled"], summary["recovered"] = stalled, recovered
     summary["measured_processes"] = len(usage)
     _cache(reports, summary, now, settings)

@@ -5,9 +5,12 @@ the job runs on, CPU % between two measurements with the baseline kept in Redis 
 process, every gunicorn worker and every job shares it). The strategy status sweep (every
 system.monitoring.strategy_status_interval seconds) measures, and so does the Capacity page;
 each measurement stores every bot's figures here, in Redis under `btcw:strategy:usage:<id>`,
-expiring after USAGE_TTL_SWEEPS sweeps. The strategies list, detail page, overview and CLI read
-them with `stored_usage()`; a bot without a stored measurement (just started, on a host the jobs
-do not run on, Redis down) shows "—", never a made-up 0.
+expiring after USAGE_TTL_SWEEPS sweeps. CPU is measured on every call; memory (a page-table
+walk in the kernel, ~5 ms a bot) of the stalest 1/MEMORY_SHARE of the bots and of any whose
+figures are older than MEMORY_EVERY seconds or belong to another process, so each bot's memory
+is a few sweeps old at most and no sweep walks them all. The strategies list, detail page,
+overview and CLI read them with `stored_usage()`; a bot without a stored measurement (just
+started, on a host the jobs do not run on, Redis down) shows "—", never a made-up 0.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ USAGE_TTL_SWEEPS = 3  # a measurement is shown until this many sweeps passed wit
 MEASURED_STATUSES = ("running", "stalled")
 CPU_KEY = "btcw:capacity:proc-cpu"
 CPU_MIN_WINDOW = 10.0  # seconds: a CPU baseline younger than this is kept, not replaced
+MEMORY_EVERY = 150.0  # seconds a bot's memory figures may be reused
+MEMORY_SHARE = 4  # each measurement walks the memory of at least 1/MEMORY_SHARE of the bots
 
 
 def usage_ttl() -> int:
@@ -52,7 +57,9 @@ def store_usage(processes: list[dict], measured_at: float) -> None:
         pipe = redis_store.client.pipeline(transaction=False)
         for p in processes:
             figures = {"pid": p["pid"], "cpu_percent": p["cpu_percent"], "memory_rss": p["rss"],
-                       "memory_pss": p["pss"], "measured_at": round(measured_at, 3)}
+                       "memory_pss": p["pss"], "memory_uss": p["uss"],
+                       "memory_at": round(p.get("memory_at", measured_at), 3),
+                       "measured_at": round(measured_at, 3)}
             pipe.set(USAGE_KEY.format(id=p["strategy_id"]), json.dumps(figures), ex=ttl)
         pipe.execute()
     except RedisError as exc:
@@ -60,8 +67,9 @@ def store_usage(processes: list[dict], measured_at: float) -> None:
 
 
 def stored_usage(strategy_ids: Iterable[int]) -> dict[int, dict]:
-    """{strategy id: {"pid", "cpu_percent", "memory_rss", "memory_pss", "measured_at"}} of the
-    bots with a stored measurement (`measured_at` in Unix seconds); {} when Redis is down."""
+    """{strategy id: {"pid", "cpu_percent", "memory_rss", "memory_pss", "memory_uss",
+    "memory_at", "measured_at"}} of the bots with a stored measurement (times in Unix seconds;
+    memory may be older than CPU, see the module docstring); {} when Redis is down."""
     ids = [int(i) for i in strategy_ids]
     if not ids:
         return {}
@@ -198,14 +206,19 @@ def measure_bots() -> dict:
     current_cpu = {}
     processes = []
     children = _children_map() if rows else {}
+    rows = [row for row in rows if is_local_host(row.host, local)]
+    walk = _memory_due(rows, stored_usage(row.id for row in rows), now)
     for sid, name, pid, host in rows:
-        if not is_local_host(host, local):
-            continue
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            rss, pss, uss = _process_memory(proc, children)
+            kept = walk.get(sid)
+            if kept is None:
+                rss, pss, uss = _process_memory(proc, children)
+                memory_at = now
+            else:
+                rss, pss, uss, memory_at = kept
             cpu_seconds = _cpu_seconds(proc, children)
             created = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -213,10 +226,31 @@ def measure_bots() -> dict:
         key = f"{pid}:{created:.0f}"
         cpu, current_cpu[key] = _cpu_since(previous.get(key), cpu_seconds, now, created)
         processes.append({"strategy_id": sid, "name": name, "pid": pid, "host": host,
-                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": cpu})
+                          "rss": rss, "pss": pss, "uss": uss, "cpu_percent": cpu,
+                          "memory_at": memory_at})
     _save_cpu(current_cpu)
     store_usage(processes, now)
     return _totals(processes)
+
+
+def _memory_due(rows, stored: dict[int, dict], now: float) -> dict[int, tuple]:
+    """The memory figures to reuse, by strategy id ((rss, pss, uss, memory_at)); every other
+    bot's memory is walked: those without fresh figures of the same process, and the stalest
+    so that at least 1/MEMORY_SHARE of the bots are walked each time."""
+    reusable = {}
+    for row in rows:
+        old = stored.get(row.id) or {}
+        at = old.get("memory_at")
+        if (old.get("pid") == row.pid and isinstance(at, int | float)
+                and 0 <= now - at < MEMORY_EVERY
+                and all(isinstance(old.get(k), int) for k in ("memory_rss", "memory_pss",
+                                                               "memory_uss"))):
+            reusable[row.id] = (old["memory_rss"], old["memory_pss"], old["memory_uss"], at)
+    walked = len(rows) - len(reusable)
+    quota = -(-len(rows) // MEMORY_SHARE)
+    for sid in sorted(reusable, key=lambda i: reusable[i][3])[:max(0, quota - walked)]:
+        del reusable[sid]
+    return reusable
 
 
 def last_measurement() -> dict:
@@ -228,7 +262,8 @@ def last_measurement() -> dict:
                                   Strategy.pid.is_not(None))
     ).all()
     processes = [{"strategy_id": sid, "pid": f["pid"], "rss": f["memory_rss"] or 0,
-                  "pss": f["memory_pss"] or 0, "uss": f["memory_pss"] or 0,
+                  "pss": f["memory_pss"] or 0,
+                  "uss": f.get("memory_uss") or f["memory_pss"] or 0,
                   "cpu_percent": f["cpu_percent"] or 0.0}
                  for sid, f in stored_usage(ids).items()]
     return _totals(processes)

@@ -15,6 +15,7 @@ from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring import bot_usage, capacity
 from app.monitoring.models import Alert, MetricSample
+from app.strategies.models import Strategy
 
 # ------------------------------------------------------------------------------ threshold
 
@@ -312,3 +313,34 @@ def test_other_hosts_add_their_room_and_local_ones_are_not_counted_twice(app, mo
                                   "bots_that_fit": 10, "limited_by": "memory"}]
     assert snap.fit["total"] == 14 and snap.fit["limited_by"] == "memory"
     assert snap.port_pool["total_ports"] == 2000  # one range per live supervisor host
+
+
+def test_memory_is_walked_for_a_share_of_the_bots_each_time_and_cpu_every_time(
+        app, make_strategy, memory_hogs):
+    """Four bots: the first measurement walks all four; each next one walks the stalest
+    quarter (one) and reuses the others' memory; a bot with another process is walked at once."""
+    hog = memory_hogs[0]
+    ids = [make_strategy(pid=hog.pid, port=None).id for _ in range(4)]
+    bot_usage.measure_bots()
+    first = bot_usage.stored_usage(ids)
+    assert {f["memory_pss"] > 60 * 2**20 for f in first.values()} == {True}
+    walked_at = {sid: f["memory_at"] for sid, f in first.items()}
+    seen_walked = set()
+    for _ in range(4):
+        time.sleep(0.01)
+        bot_usage.measure_bots()
+        now = bot_usage.stored_usage(ids)
+        walked = {sid for sid, f in now.items() if f["memory_at"] != walked_at[sid]}
+        assert len(walked) == 1, now
+        assert all(f["measured_at"] >= f["memory_at"] for f in now.values())
+        seen_walked |= walked
+        walked_at = {sid: f["memory_at"] for sid, f in now.items()}
+    assert seen_walked == set(ids)  # the stalest first: every bot once in four
+
+    other = db.session.get(Strategy, ids[0])
+    other.pid = memory_hogs[1].pid
+    db.session.commit()
+    bot_usage.measure_bots()
+    figures = bot_usage.stored_usage([ids[0]])[ids[0]]
+    assert figures["pid"] == memory_hogs[1].pid and figures["memory_at"] != walked_at[ids[0]]
+    assert figures["memory_pss"] < 60 * 2**20  # the 40 MB process, not the 80 MB one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from sqlalchemy import select
@@ -185,3 +186,46 @@ def test_stalled_bot_is_restarted_once_per_window(make_strategy, standin, monito
     bot_status.sweep_strategies()
     assert _fresh(strategy.id).status == "stalled"
     assert redis_store.client.llen(hosts.commands_key("127.0.0.1")) == 1
+
+
+def test_a_steady_sweep_asks_a_bot_only_what_can_have_changed(make_strategy, standin):
+    """First sweep: health, show_config, profit, pair_candles. The next one of the same process:
+    health only — state and version are reused for 5 minutes, profit for 55 s, and no newer
+    candle can have closed before the one after the newest (a 1 h bot: not for an hour)."""
+    bot = standin(timeframe="1h", trades=(5, 3))
+    strategy = make_strategy(port=bot.port, timeframe="1h", pid=4242)
+    bot_status.sweep_strategies()
+    assert sorted(bot.asked) == ["health", "pair_candles", "profit", "show_config"]
+    first = bot_status.cached_status(strategy.id)
+    assert first["summary"]["open_trades"] == 2 and first["summary"]["max_open_trades"] == 3
+    assert first["max_open_trades"] == 3
+
+    bot.asked.clear()
+    bot_status.sweep_strategies()
+    assert bot.asked == ["health"]
+    again = bot_status.cached_status(strategy.id)
+    assert again["data"]["last_candle_close"] == first["data"]["last_candle_close"]
+    assert again["summary"] == first["summary"] and again["health_score"] == 100
+
+    # A restart is another process: everything is asked again.
+    strategy = _fresh(strategy.id)
+    strategy.pid = 4243
+    db.session.commit()
+    bot.asked.clear()
+    bot_status.sweep_strategies()
+    assert sorted(bot.asked) == ["health", "pair_candles", "profit", "show_config"]
+
+
+def test_the_candle_is_asked_again_once_a_newer_one_can_have_closed(make_strategy, standin):
+    bot = standin(timeframe="1m")
+    strategy = make_strategy(port=bot.port, timeframe="1m")
+    bot_status.sweep_strategies()
+    cached = bot_status.cached_status(strategy.id)
+    # As if the last sweep saw a candle that closed two minutes ago: the next has closed since.
+    cached["data"]["last_candle_close"] -= 120
+    redis_store.client.set(bot_status.STATUS_KEY.format(id=strategy.id), json.dumps(cached))
+    bot.asked.clear()
+    bot_status.sweep_strategies()
+    assert "pair_candles" in bot.asked
+    assert (bot_status.cached_status(strategy.id)["data"]["last_candle_close"]
+            >= cached["data"]["last_candle_close"] + 120)

@@ -31,6 +31,7 @@ DEFAULTS = {
     "candles_stop_at": None,  # unix time: no candle after this (a stalled exchange)
     "username": None,  # when set, Basic credentials must match
     "password": None,
+    "trades": (0, 0),  # (all, closed) trades, as /profit counts them
 }
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 
@@ -96,12 +97,15 @@ def _body(path: str, query: str, config: dict, port: int) -> object:
     if path == "count":
         return {"current": 0, "max": 3, "total_stake": 0.0}
     if path == "profit":
-        return {"profit_all_coin": 0.0, "trade_count": 0, "closed_trade_count": 0}
+        total, closed = config["trades"]
+        return {"profit_all_coin": 0.0, "trade_count": total, "closed_trade_count": closed}
     return None
 
 
-def make_app(config_for: Callable[[int], dict], sleep: Callable[[float], None] = time.sleep):
-    """A WSGI app answering as the bot whose config config_for(server port) returns."""
+def make_app(config_for: Callable[[int], dict], sleep: Callable[[float], None] = time.sleep,
+             asked: list[str] | None = None):
+    """A WSGI app answering as the bot whose config config_for(server port) returns; the API
+    paths called are appended to `asked` when given."""
 
     def app(environ, start_response):
         port = int(environ.get("SERVER_PORT") or 0)
@@ -115,6 +119,8 @@ def make_app(config_for: Callable[[int], dict], sleep: Callable[[float], None] =
         if not path.startswith("/api/v1/"):
             return _reply(start_response, 404, {"detail": "Not Found"})
         name = path[len("/api/v1/"):]
+        if asked is not None:
+            asked.append(name)
         if name == "ping":
             return _reply(start_response, 200, {"status": "pong"})
         if not _authorized(environ, config):
@@ -146,7 +152,9 @@ class StandinBot:
         from werkzeug.serving import make_server
 
         self.config = dict(config)
-        self.server = make_server("127.0.0.1", 0, make_app(lambda _port: self.config),
+        self.asked: list[str] = []  # the API paths called, in order ("health", "profit", …)
+        self.server = make_server("127.0.0.1", 0,
+                                  make_app(lambda _port: self.config, asked=self.asked),
                                   threaded=True)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
