@@ -12,8 +12,9 @@ asks for all of them to start in one go. It prints:
 - the control plane's own memory (PSS of web, relay, simulator, supervisor, Redis);
 - status sweeps over the N bots (the monitoring job's `sweep_strategies`): the first (every
   call asked of every bot), then `--sweeps` more at the job's interval
-  (system.monitoring.strategy_status_interval, 30 s), as the monitoring job runs them: each
-  asks health, and profit, the newest candle or show_config only when due;
+  (system.monitoring.strategy_status_interval, 30 s) and at the times the cron starts them
+  (clear of the minute's candle close: :20 and :50): each asks health, and profit, the newest
+  candle or show_config only when due;
 - server time of the web pages and list APIs (median of 5, through gunicorn) while they run;
 - stop-all: request_stop() of every bot → all `stopped`.
 
@@ -28,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bot_start import DEMO, _memory, _ready_after, _wait_running  # noqa: E402
 from bench.mass_ops import _wait_all  # noqa: E402
 
+SWEEP_JOB = "app.tasks.monitoring.sweep_strategies"
 PAGES = ("/strategies/", "/strategies/?sort=profit", "/capacity", "/system/", "/signals/",
          "/api/v1/strategies/overview", "/api/v1/system/capacity/detailed",
          "/api/v1/strategies?page=1")
@@ -97,6 +100,7 @@ def run(bots: int, settle: float, sweeps: int) -> dict:
     from app.runtime import control
     from app.strategies.models import Strategy
     from app.system.settings import current_settings
+    from app.tasks import clear_of_candle_close
     from tests.bots import make_strategy, standalone_world, zygote_pid
     from tests.signals.webserver import GunicornWeb
 
@@ -128,12 +132,14 @@ def run(bots: int, settle: float, sweeps: int) -> dict:
                 memory = [_memory(r.pid) for r in rows]
                 zygote = zygote_pid(world.var_dir)
                 interval = current_settings().system.monitoring.strategy_status_interval
+                due = datetime.now(UTC)
                 sweep_started = time.monotonic()
                 summary = sweep_strategies()
                 sweep = time.monotonic() - sweep_started
                 steady = []
-                for _ in range(sweeps):
-                    time.sleep(max(0.0, sweep_started + interval - time.monotonic()))
+                for _ in range(sweeps):  # when the cron would run them (app/tasks/worker.py)
+                    due = clear_of_candle_close(SWEEP_JOB, due + timedelta(seconds=interval))
+                    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
                     sweep_started = time.monotonic()
                     result = sweep_strategies()
                     steady.append((time.monotonic() - sweep_started, result))
@@ -162,6 +168,7 @@ def run(bots: int, settle: float, sweeps: int) -> dict:
             "sweep_probe_seconds": summary.get("probe_seconds"),
             "steady_sweep_seconds": [round(t, 2) for t, _ in steady],
             "steady_probe_seconds": [r.get("probe_seconds") for _, r in steady],
+            "steady_measure_seconds": [r.get("measure_seconds") for _, r in steady],
             "steady_sweep_median": round(statistics.median(t for t, _ in steady), 2)
             if steady else None,
             "sweep_healthy": [summary.get("healthy_strategies")]
@@ -201,7 +208,8 @@ def main() -> None:
           f"asking {r['sweep_probe_seconds']} s); then every {r['interval']} s: median "
           f"{r['steady_sweep_median']} s (target ≤ 2): "
           + ", ".join(f"{t} s" for t in r["steady_sweep_seconds"]) + " (asking "
-          + ", ".join(f"{p} s" for p in r["steady_probe_seconds"]) + "); healthy "
+          + ", ".join(f"{p} s" for p in r["steady_probe_seconds"]) + "; measuring "
+          + ", ".join(f"{p} s" for p in r["steady_measure_seconds"]) + "); healthy "
           + "/".join(str(h) for h in r["sweep_healthy"]))
     print("pages while running (ms)     " + ", ".join(f"{k} {v}" for k, v in
                                                        r["pages_ms"].items()))

@@ -14,7 +14,7 @@ from rq.cron import CronScheduler
 from app.extensions import db, redis_store
 from app.monitoring.watchdog import Watchdog
 from app.system.settings import current_settings, refresh_if_changed
-from app.tasks import PERIODIC_JOBS, interval_of
+from app.tasks import PERIODIC_JOBS, clear_of_candle_close, interval_of
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,18 @@ def build_scheduler() -> tuple[CronScheduler, tuple]:
     return scheduler, schedule_signature()
 
 
+def enqueue_due(scheduler: CronScheduler) -> list:
+    """Enqueue the jobs that are due, keep the next runs of CLEAR_OF_CANDLE_CLOSE jobs clear of
+    the minute's candle close, and save the schedule; the enqueued cron jobs."""
+    enqueued = scheduler.enqueue_jobs()
+    if enqueued:
+        for job in enqueued:
+            if job.next_enqueue_time is not None:
+                job.next_enqueue_time = clear_of_candle_close(job.name, job.next_enqueue_time)
+        scheduler.save()
+    return enqueued
+
+
 def run_cron(app: Flask, max_seconds: float | None = None) -> None:
     """Enqueue periodic jobs when due; rebuild the table when a config reload changes intervals.
 
@@ -96,8 +108,7 @@ def run_cron(app: Flask, max_seconds: float | None = None) -> None:
                         scheduler.register_death()
                     scheduler, signature = build_scheduler()
                     scheduler.register_birth()
-                if scheduler.enqueue_jobs():
-                    scheduler.save()
+                enqueue_due(scheduler)
                 scheduler.heartbeat()
                 sleep = min(max(scheduler.calculate_sleep_interval(), 0.2), 1.0)
             except RedisError as exc:

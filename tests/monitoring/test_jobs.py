@@ -11,7 +11,7 @@ from app.clock import utcnow
 from app.extensions import db, redis_store
 from app.monitoring import rq_status, system_status
 from app.monitoring.models import Alert, MetricSample
-from app.tasks import PERIODIC_JOBS, interval_of
+from app.tasks import CLEAR_OF_CANDLE_CLOSE, PERIODIC_JOBS, clear_of_candle_close, interval_of
 
 MINE = {
     "app.tasks.monitoring.sample_system": "system_status_interval",
@@ -31,7 +31,7 @@ def test_jobs_are_in_the_table_with_configured_intervals(app, monitoring_setting
 
 
 def test_cron_enqueues_and_a_worker_runs_every_monitoring_job(app, monitoring_settings):
-    from app.tasks.worker import build_scheduler
+    from app.tasks.worker import build_scheduler, enqueue_due
 
     # The cached host status must outlive this test however slowly a busy machine runs it.
     monitoring_settings(system_status_cache_ttl=900)
@@ -39,8 +39,7 @@ def test_cron_enqueues_and_a_worker_runs_every_monitoring_job(app, monitoring_se
     scheduler, _ = build_scheduler()
     scheduler.register_birth()
     try:
-        assert {job.name for job in scheduler.enqueue_jobs()} >= set(MINE)
-        scheduler.save()
+        assert {job.name for job in enqueue_due(scheduler)} >= set(MINE)
         worker = SimpleWorker([redis_store.queue("monitoring")], connection=redis_store.client)
         worker.work(burst=True)
 
@@ -49,7 +48,13 @@ def test_cron_enqueues_and_a_worker_runs_every_monitoring_job(app, monitoring_se
             row = rows[path]
             assert row["last_status"] == "finished", row
             assert row["last_ended"] is not None and row["next_run"] is not None
-            assert row["next_run"] - row["last_enqueued"] == timedelta(seconds=row["interval"])
+            after_interval = row["last_enqueued"] + timedelta(seconds=row["interval"])
+            if path in CLEAR_OF_CANDLE_CLOSE:  # the status sweep: never in a minute's first 20 s
+                assert row["next_run"] >= after_interval
+                assert row["next_run"].second >= CLEAR_OF_CANDLE_CLOSE[path]
+                assert row["next_run"] - after_interval < timedelta(seconds=21)
+            else:
+                assert row["next_run"] == after_interval
         assert rq_status.cron_status()["running"] is True
     finally:
         scheduler.register_death()
@@ -94,3 +99,15 @@ def test_old_host_history_is_pruned(app):
                                  "cpu_percent": 3.0}, ring, 30)
     rows = db.session.scalars(select(MetricSample).where(MetricSample.kind == "system")).all()
     assert len(rows) == 1 and rows[0].data["cpu_percent"] == 3.0
+
+
+def test_the_status_sweep_keeps_clear_of_the_candle_close():
+    """Bots analyse their new candle in a minute's first seconds; the sweep starts after that."""
+    from datetime import UTC, datetime
+
+    sweep = "app.tasks.monitoring.sweep_strategies"
+    at = datetime(2026, 12, 7, 3, 15, 4, 500_000, tzinfo=UTC)
+    assert clear_of_candle_close(sweep, at) == datetime(2026, 12, 7, 3, 15, 20, tzinfo=UTC)
+    later = at.replace(second=34)
+    assert clear_of_candle_close(sweep, later) == later
+    assert clear_of_candle_close("app.tasks.signals.sweep_outbox", at) == at
