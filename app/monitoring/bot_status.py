@@ -5,8 +5,10 @@ call's duration is the response time the score uses), `/api/v1/show_config` (the
 version and max_open_trades), `/api/v1/profit` (profit and open trades, for the pages) and
 `/api/v1/pair_candles?limit=1` for its first pair (the newest candle it analysed; stall.py).
 Only health is asked every sweep: for the same bot process (pid, port, start) the last sweep's
-answers are reused — show_config for 5 minutes, profit for 55 s, and the candle until the next
-one can have closed (the same process cannot answer a newer candle before then). Probes run
+answers are reused — show_config for 5 minutes, profit for 55 s, and the candle while no newer
+one can have closed, then until the bot's turn (at most CANDLE_EVERY) unless it is half a stall
+window old, so a stall is judged on a fresh answer only. A process's first asks put odd ids half
+a period earlier, so each sweep asks about half the fleet's profits and candles. Probes run
 concurrently (gevent greenlets in a gevent-patched process, threads elsewhere) with the same
 per-call timeout and overall budget that `fetch_all` uses.
 
@@ -104,6 +106,8 @@ class Observation:
     candle_close_ts: float | None = None
     summary: dict | None = None  # profit and open trades, for the pages (they never call bots)
     summary_at: float | None = None
+    summary_due_at: float | None = None  # when profit is asked again (epoch seconds)
+    candle_due_at: float | None = None  # when the newest candle may be asked again
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -118,6 +122,7 @@ def _connection_status(exc: BotError) -> str:
 
 CONFIG_EVERY = 300  # seconds a bot process's show_config (state, version) is reused
 SUMMARY_EVERY = 55  # seconds its profit and open trades are reused (every other sweep asks)
+CANDLE_EVERY = 115  # seconds its newest candle is reused at most (a 1m bot: every other minute)
 
 
 def _ask_summary(client: BotClient, timeout: float, obs: Observation) -> None:
@@ -146,24 +151,47 @@ def _int_or_none(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _candle_due(target: BotTarget, previous: dict | None, same: bool) -> bool:
-    """Whether a newer candle than the last sweep saw can have closed: not before the one
-    after it closes. Until then the same process can only answer the same candle."""
-    close = ((previous or {}).get("data") or {}).get("last_candle_close") if same else None
-    if not isinstance(close, int | float):
-        return True
+def _next_due(target: BotTarget, every: float, first: bool) -> float:
+    """When a figure asked now is due again. A process's first ask puts half the bots (odd
+    ids) half a period earlier, so the fleet's asks spread over the sweeps instead of all
+    falling on the same one."""
+    return time.time() + (every / 2 if first and target.id % 2 else every)
+
+
+def _epoch(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _reused_candle(target: BotTarget, previous: dict | None, window: float) -> float | None:
+    """The last sweep's newest candle close of the same process, when it may stand for this
+    sweep: no newer candle can have closed yet (the one after it closes a timeframe later), or
+    one may have but it is not this bot's turn (`candle_due_at`, CANDLE_EVERY) and the reused
+    candle is younger than half the stall window — a stall is only ever judged on a fresh
+    answer. None: ask the bot."""
+    close = _epoch((previous.get("data") or {}).get("last_candle_close")) if previous else None
+    if close is None:
+        return None
+    now = time.time()
     try:
-        return time.time() >= close + stall.timeframe_seconds(target.timeframe)
+        newer_possible = now >= close + stall.timeframe_seconds(target.timeframe)
     except ValueError:
-        return True
+        return None
+    if not newer_possible:
+        return close
+    due = _epoch(previous.get("candle_due_at"))
+    if due is None or now >= due or now - close >= window / 2:
+        return None
+    return close
 
 
 def probe(target: BotTarget, client: BotClient | None, timeout: float,
-          setup_error: BotError | None = None, previous: dict | None = None) -> Observation:
+          setup_error: BotError | None = None, previous: dict | None = None,
+          stall_window: float = 600.0) -> Observation:
     """Ask one bot for its health, state, profit and newest candle; never raises for a bot
-    problem. `previous` (the last sweep's cached status of the same process) spares calls:
+    problem. `previous` (the last sweep's cached status) spares calls to the same process:
     show_config (state, version) for CONFIG_EVERY seconds, profit for SUMMARY_EVERY, and
-    pair_candles until a newer candle can have closed. A steady sweep asks one to three."""
+    pair_candles while no newer candle can have closed, or for up to CANDLE_EVERY while the
+    reused one is younger than half `stall_window`. A steady sweep asks one to three."""
     obs = Observation(target.id)
     if client is None:
         obs.status = _connection_status(setup_error) if setup_error else "unreachable"
@@ -197,20 +225,28 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
         obs.status = _connection_status(exc)
         obs.error = exc.message
         return obs
-    if (previous and previous.get("process") == target.process
-            and isinstance(previous.get("summary"), dict)
-            and time.time() - float(previous.get("summary_at") or 0) < SUMMARY_EVERY):
-        obs.summary, obs.summary_at = previous["summary"], float(previous["summary_at"])
+    previous = previous if same else None
+    summary_due = _epoch((previous or {}).get("summary_due_at"))
+    if (previous and isinstance(previous.get("summary"), dict) and summary_due is not None
+            and time.time() < summary_due):
+        obs.summary, obs.summary_at = previous["summary"], _epoch(previous.get("summary_at"))
+        obs.summary_due_at = summary_due
     else:
         _ask_summary(client, timeout, obs)
-    if target.pair and not _candle_due(target, previous, same):
-        obs.candle_close_ts = float(previous["data"]["last_candle_close"])
+        if obs.summary is not None:  # a failed ask is tried again next sweep
+            obs.summary_due_at = _next_due(target, SUMMARY_EVERY,
+                                           first=not (previous and previous.get("summary")))
+    reused = _reused_candle(target, previous, stall_window) if target.pair else None
+    if reused is not None:
+        obs.candle_close_ts, obs.candle_due_at = reused, _epoch(previous.get("candle_due_at"))
     elif target.pair:
+        first = not (previous and previous.get("candle_due_at"))
         try:
             candles = client.get("pair_candles", timeout=timeout, params={
                 "pair": target.pair, "timeframe": target.timeframe, "limit": 1})
             stop = candles.get("data_stop_ts") if isinstance(candles, dict) else None
             obs.candle_close_ts = stall.candle_close_ts(stop, target.timeframe)
+            obs.candle_due_at = _next_due(target, CANDLE_EVERY, first)
         except BotError as exc:
             if isinstance(exc, BotUnreachable | BotTimeout):
                 obs.status, obs.error = _connection_status(exc), exc.message
@@ -221,7 +257,8 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
     return obs
 
 
-def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -> list[Observation]:
+def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64,
+              stall_minutes: float = 5.0) -> list[Observation]:
     """Probe every target at once (bounded concurrency); results in input order.
 
     The whole call ends within about 3 x timeout + connect timeout per round of `concurrency`
@@ -241,7 +278,8 @@ def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -
     def one(index: int) -> None:
         target, client, error = prepared[index]
         try:
-            results[index] = probe(target, client, timeout, error, previous.get(target.id))
+            results[index] = probe(target, client, timeout, error, previous.get(target.id),
+                                   _window(target, stall_minutes))
         except Exception as exc:  # noqa: BLE001 - one broken bot must not end the sweep
             log.exception("status probe of strategy %s failed", target.id)
             results[index] = Observation(target.id, status="error", error=str(exc)[:300])
@@ -254,6 +292,13 @@ def probe_all(targets: list[BotTarget], timeout: float, concurrency: int = 64) -
     return [r if r is not None else Observation(prepared[i][0].id, status="timeout",
                                                  error=f"no answer within {budget:.0f} s")
             for i, r in enumerate(results)]
+
+
+def _window(target: BotTarget, stall_minutes: float) -> float:
+    try:
+        return stall.stall_window(target.timeframe, stall_minutes)
+    except ValueError:
+        return 600.0
 
 
 @dataclass
@@ -293,6 +338,8 @@ class BotReport:
             "monitoring_mode": "multi_instance",
             "summary": obs.summary,
             "summary_at": obs.summary_at,
+            "summary_due_at": obs.summary_due_at,
+            "candle_due_at": obs.candle_due_at,
             "pid": self.target.pid,
             "process": self.target.process,
             "freqtrade_version": obs.freqtrade_version,
@@ -328,7 +375,8 @@ def sweep_strategies() -> dict:
     ).all()
     targets = [BotTarget.of(s) for s in rows]
     db.session.rollback()  # no transaction held open while the bots are asked
-    observations = probe_all(targets, settings.status_timeout, settings.status_concurrency)
+    observations = probe_all(targets, settings.status_timeout, settings.status_concurrency,
+                             settings.stall_minutes)
     probed = time.monotonic() - started
     now = time.time()
     reports = [assess(t, o, now, settings.stall_minutes)

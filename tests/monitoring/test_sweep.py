@@ -216,16 +216,43 @@ def test_a_steady_sweep_asks_a_bot_only_what_can_have_changed(make_strategy, sta
     assert sorted(bot.asked) == ["health", "pair_candles", "profit", "show_config"]
 
 
-def test_the_candle_is_asked_again_once_a_newer_one_can_have_closed(make_strategy, standin):
+def test_the_candle_is_asked_again_on_its_turn_or_when_it_nears_the_stall_window(
+        make_strategy, standin):
+    """A newer 1m candle has closed since the last sweep: it is asked on the bot's turn
+    (candle_due_at), or before it when the reused candle is half a stall window old (5 min:
+    150 s), so a stall is never judged on a reused answer."""
     bot = standin(timeframe="1m")
     strategy = make_strategy(port=bot.port, timeframe="1m")
+    key = bot_status.STATUS_KEY.format(id=strategy.id)
     bot_status.sweep_strategies()
-    cached = bot_status.cached_status(strategy.id)
-    # As if the last sweep saw a candle that closed two minutes ago: the next has closed since.
-    cached["data"]["last_candle_close"] -= 120
-    redis_store.client.set(bot_status.STATUS_KEY.format(id=strategy.id), json.dumps(cached))
-    bot.asked.clear()
-    bot_status.sweep_strategies()
-    assert "pair_candles" in bot.asked
-    assert (bot_status.cached_status(strategy.id)["data"]["last_candle_close"]
-            >= cached["data"]["last_candle_close"] + 120)
+
+    def sweep_after(closed_ago: float, due_shift: float) -> list[str]:
+        cached = bot_status.cached_status(strategy.id)
+        cached["data"]["last_candle_close"] = time.time() - closed_ago
+        cached["candle_due_at"] = time.time() + due_shift
+        cached["summary_due_at"] = time.time() + 60
+        redis_store.client.set(key, json.dumps(cached))
+        bot.asked.clear()
+        bot_status.sweep_strategies()
+        return bot.asked
+
+    assert sweep_after(120, +60) == ["health"]  # a newer one closed, not its turn: reused
+    reused = bot_status.cached_status(strategy.id)["data"]["last_candle_close"]
+    assert time.time() - reused > 119
+    assert sweep_after(120, -1) == ["health", "pair_candles"]  # its turn
+    assert time.time() - bot_status.cached_status(strategy.id)["data"]["last_candle_close"] < 60
+    assert sweep_after(160, +60) == ["health", "pair_candles"]  # 160 s old: near the window
+    assert sweep_after(1, -1) == ["health"]  # its turn, but no newer candle can have closed yet
+
+
+def test_half_the_fleet_asks_profit_on_each_sweep():
+    """A process's first ask puts odd ids half a period earlier: the fleet's asks spread."""
+    def target(sid: int) -> bot_status.BotTarget:
+        return bot_status.BotTarget(sid, f"b{sid}", "127.0.0.1", 1, "u", "p", "1m", "BTC/USDT",
+                                    "running", None, None)
+
+    now = time.time()
+    first = [bot_status._next_due(target(i), 55, first=True) - now for i in range(1, 101)]
+    assert sum(1 for d in first if d < 30) == 50 and sum(1 for d in first if d > 50) == 50
+    later = [bot_status._next_due(target(i), 55, first=False) - now for i in range(1, 101)]
+    assert min(later) > 54
