@@ -211,16 +211,17 @@ def measure_bots() -> dict:
     for sid, name, pid, host in rows:
         try:
             proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            kept = walk.get(sid)
-            if kept is None:
-                rss, pss, uss = _process_memory(proc, children)
-                memory_at = now
-            else:
-                rss, pss, uss, memory_at = kept
-            cpu_seconds = _cpu_seconds(proc, children)
-            created = proc.create_time()
+            with proc.oneshot():  # status, CPU times and start time from one read of stat
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                kept = walk.get(sid)
+                if kept is None:
+                    rss, pss, uss = _process_memory(proc, children)
+                    memory_at = now
+                else:
+                    rss, pss, uss, memory_at = kept
+                cpu_seconds = _cpu_seconds(proc, children)
+                created = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         key = f"{pid}:{created:.0f}"
