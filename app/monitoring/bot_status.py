@@ -205,6 +205,7 @@ def probe(target: BotTarget, client: BotClient | None, timeout: float,
             obs.last_process_ts = float(health["last_process_ts"])
         same = bool(previous) and previous.get("process") == target.process
         reuse = (same and (previous.get("data") or {}).get("state")
+                 and "max_open_trades" in previous  # a status cached by an older release
                  and time.time() - float(previous.get("config_checked_at") or 0) < CONFIG_EVERY)
         if reuse:
             obs.state = previous["data"]["state"]

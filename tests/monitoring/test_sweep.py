@@ -207,6 +207,15 @@ def test_a_steady_sweep_asks_a_bot_only_what_can_have_changed(make_strategy, sta
     assert again["data"]["last_candle_close"] == first["data"]["last_candle_close"]
     assert again["summary"] == first["summary"] and again["health_score"] == 100
 
+    # A status cached by an older release (no max_open_trades): show_config is asked again.
+    cached = bot_status.cached_status(strategy.id)
+    del cached["max_open_trades"]
+    redis_store.client.set(bot_status.STATUS_KEY.format(id=strategy.id), json.dumps(cached))
+    bot.asked.clear()
+    bot_status.sweep_strategies()
+    assert bot.asked == ["health", "show_config"]
+    assert bot_status.cached_status(strategy.id)["max_open_trades"] == 3
+
     # A restart is another process: everything is asked again.
     strategy = _fresh(strategy.id)
     strategy.pid = 4243
