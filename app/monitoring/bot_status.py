@@ -148,7 +148,14 @@ def _ask_summary(client: BotClient, timeout: float, obs: Observation) -> None:
 
 
 def _int_or_none(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A whole number from a bot's JSON (FreqTrade sends max_open_trades as 3.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e9:
+        return int(value)
+    return None
 
 
 def _next_due(target: BotTarget, every: float, first: bool) -> float:

@@ -73,7 +73,7 @@ def _body(path: str, query: str, config: dict, port: int) -> object:
     if path == "show_config":
         return {"version": "2026.9", "strategy_version": None, "api_version": 2.5,
                 "dry_run": True, "trading_mode": "spot", "short_allowed": False,
-                "stake_currency": "USDT", "stake_amount": "unlimited", "max_open_trades": 3,
+                "stake_currency": "USDT", "stake_amount": "unlimited", "max_open_trades": 3.0,
                 "timeframe": tf, "exchange": "binance", "strategy": f"Standin{port}",
                 "bot_name": f"standin-{port}", "state": config["state"], "runmode": "dry_run",
                 "force_entry_enable": False, "position_adjustment_enable": False,
