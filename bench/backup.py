@@ -24,16 +24,15 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.throwaway import throwaway_app  # noqa: E402
 
 BATCH = 20_000
 
@@ -90,22 +89,10 @@ def _pg_tool(name: str) -> str:
 
 
 def run_engine(engine: str, signals: int, strategies: int, notifications: int) -> dict:
-    from flask_migrate import upgrade
-
-    from app import create_app
     from app.backups import service
-    from tests.support.servers import PostgresServer, RedisServer
 
-    base = Path(tempfile.mkdtemp(prefix=f"btcw-bench-backup-{engine}-"))
-    redis = RedisServer().start()
-    pg = PostgresServer().start() if engine == "postgresql" else None
-    try:
-        url = pg.create_database("bench") if pg else f"sqlite:///{base / 'btcw.db'}"
-        app = create_app({"SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": url,
-                          "REDIS_URL": redis.url, "CONFIG_DIR": str(ROOT / "config"),
-                          "VAR_DIR": str(base / "var")})
-        with app.app_context():
-            upgrade()
+    with throwaway_app(engine, "backup") as world:
+        app, base, pg = world.app, world.base, world.pg
         fill, _ = _timed(_fill, app, signals, strategies, notifications)
         out: dict = {"engine": engine, "signals": signals, "fill_seconds": fill}
         raw_dir = base / "raw"
@@ -140,11 +127,6 @@ def run_engine(engine: str, signals: int, strategies: int, notifications: int) -
             out["restored_rows"] = report["rows"]
         out["backup_vs_raw"] = out["backup_seconds"] / out["raw_backup_seconds"]
         return out
-    finally:
-        redis.cleanup()
-        if pg:
-            pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench.pages import _login  # noqa: E402
+from bench.throwaway import throwaway_app  # noqa: E402
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "DOT/USDT")
 RATES = {"BTC/USDT": 60000.0, "ETH/USDT": 3000.0, "SOL/USDT": 150.0, "ADA/USDT": 0.5,
@@ -90,63 +91,50 @@ def _time(client, url: str, runs: int = 5) -> float:
 
 
 def run_engine(engine: str, signals: int, days: int) -> dict:
-    from flask_migrate import upgrade
-
-    from app import create_app
     from app.signals import outcomes
     from config import yaml_io
-    from tests.support.servers import PostgresServer, RedisServer, free_port, wait_port
+    from tests.support.servers import free_port, wait_port
 
-    base = Path(tempfile.mkdtemp(prefix=f"btcw-bench-outcomes-{engine}-"))
-    redis = RedisServer().start()
-    pg = PostgresServer().start() if engine == "postgresql" else None
+    config = Path(tempfile.mkdtemp(prefix="btcw-bench-outcomes-config-"))
     sim_port = free_port()
     simulator = subprocess.Popen([sys.executable, "-m", "app.simulator", "--port",  # noqa: S603
                                   str(sim_port), "--weight-limit", "0"], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(sim_port, 30)
-        config = base / "config"
-        config.mkdir()
         for f in (ROOT / "config").glob("*.yml"):
             (config / f.name).write_text(f.read_text())
         system = yaml_io.load((config / "system.yml").read_text())
         system["system"]["simulator"]["port"] = sim_port
         system["system"]["exchange_relay"]["enabled"] = False  # straight to the simulator
         (config / "system.yml").write_text(yaml_io.dump(system))
-        url = pg.create_database("bench") if pg else f"sqlite:///{base / 'btcw.db'}"
-        app = create_app({"SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": url,
-                          "REDIS_URL": redis.url, "CONFIG_DIR": str(config),
-                          "VAR_DIR": str(base / "var")})
-        with app.app_context():
-            upgrade()
-        started = time.monotonic()
-        _fill(app, signals, days)
-        out: dict = {"engine": engine, "signals": signals, "days": days,
-                     "fill_seconds": round(time.monotonic() - started, 1)}
-        with app.app_context():
+        with throwaway_app(engine, "outcomes", config) as world:
+            app = world.app
             started = time.monotonic()
-            result = outcomes.backfill()
-            out["backfill_seconds"] = round(time.monotonic() - started, 1)
-            out["backfill"] = result
-            started = time.monotonic()
-            outcomes.refresh_quality({1})
-            out["quality_refresh_seconds"] = round(time.monotonic() - started, 1)
-            client = app.test_client()
-            _login(client)
-            out["quality_page_ms"] = _time(client, "/signals/quality")
-            out["quality_api_all_ms"] = _time(client, "/api/v1/signals/quality")
-            out["quality_api_one_ms"] = _time(client, "/api/v1/signals/quality?strategy_id=1")
-            out["strategy_page_ms"] = _time(client, "/strategies/1")
-            out["calibration_api_ms"] = _time(client,
-                                              "/api/v1/signals/calibration?strategy_id=1")
-        return out
+            _fill(app, signals, days)
+            out: dict = {"engine": engine, "signals": signals, "days": days,
+                         "fill_seconds": round(time.monotonic() - started, 1)}
+            with app.app_context():
+                started = time.monotonic()
+                result = outcomes.backfill()
+                out["backfill_seconds"] = round(time.monotonic() - started, 1)
+                out["backfill"] = result
+                started = time.monotonic()
+                outcomes.refresh_quality({1})
+                out["quality_refresh_seconds"] = round(time.monotonic() - started, 1)
+                client = app.test_client()
+                _login(client)
+                out["quality_page_ms"] = _time(client, "/signals/quality")
+                out["quality_api_all_ms"] = _time(client, "/api/v1/signals/quality")
+                out["quality_api_one_ms"] = _time(client, "/api/v1/signals/quality?strategy_id=1")
+                out["strategy_page_ms"] = _time(client, "/strategies/1")
+                out["calibration_api_ms"] = _time(client,
+                                                  "/api/v1/signals/calibration?strategy_id=1")
+            return out
     finally:
         simulator.terminate()
         simulator.wait(10)
-        if pg:
-            pg.stop()
-        redis.cleanup()
+        shutil.rmtree(config, ignore_errors=True)
 
 
 def main() -> None:

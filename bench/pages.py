@@ -22,14 +22,13 @@ import json
 import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
 from bench.backup import _fill  # noqa: E402
+from bench.throwaway import throwaway_app  # noqa: E402
 
 UNROUTABLE = "10.255.255.1"
 PAGES = [
@@ -109,21 +108,8 @@ def _time(client, url: str, runs: int) -> dict:
 
 def run_engine(engine: str, strategies: int, signals: int, notifications: int,
                runs: int) -> dict:
-    from flask_migrate import upgrade
-
-    from app import create_app
-    from tests.support.servers import PostgresServer, RedisServer
-
-    base = Path(tempfile.mkdtemp(prefix=f"btcw-bench-pages-{engine}-"))
-    redis = RedisServer().start()
-    pg = PostgresServer().start() if engine == "postgresql" else None
-    try:
-        url = pg.create_database("bench") if pg else f"sqlite:///{base / 'btcw.db'}"
-        app = create_app({"SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": url,
-                          "REDIS_URL": redis.url, "CONFIG_DIR": str(ROOT / "config"),
-                          "VAR_DIR": str(base / "var")})
-        with app.app_context():
-            upgrade()
+    with throwaway_app(engine, "pages") as world:
+        app, pg = world.app, world.pg
         started = time.monotonic()
         _fill(app, signals, strategies, notifications)
         _running_fleet(app, strategies)
@@ -144,10 +130,6 @@ def run_engine(engine: str, strategies: int, signals: int, notifications: int,
             for path in APIS:
                 out["pages"][path] = _time(client, path, runs)
         return out
-    finally:
-        if pg:
-            pg.stop()
-        redis.cleanup()
 
 
 def main() -> None:
