@@ -518,11 +518,7 @@ def _cache(reports: list[BotReport], summary: dict, now: float, settings) -> Non
 
 def cached_status(strategy_id: int) -> dict | None:
     """The last sweep's status of one bot, if still cached."""
-    try:
-        raw = redis_store.client.get(STATUS_KEY.format(id=int(strategy_id)))
-    except RedisError:
-        return None
-    return json.loads(raw) if raw else None
+    return cached_statuses([int(strategy_id)]).get(int(strategy_id))
 
 
 def cached_statuses(strategy_ids: list[int]) -> dict[int, dict]:
